@@ -1,0 +1,61 @@
+# Everything runs from a project-local virtualenv built from the pinned lock files,
+# so a fresh machine with only Python 3.11+ and make gets exactly what CI tests.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv demo test check lint format typecheck pytest soak bench lock clean
+
+help:
+	@echo "make demo   - run the archiver against the built-in Zoom simulator, then verify"
+	@echo "make test   - the full gate: lint, format check, mypy --strict, pytest"
+	@echo "make soak   - long soak and crash tests (marked slow; not part of make test)"
+	@echo "make bench  - benchmarks (see BENCHMARKS.md)"
+	@echo "make lock   - refresh requirements*.lock from pyproject.toml"
+
+$(STAMP): pyproject.toml requirements-dev.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "Python 3.11 or newer is required (found: $$($(PYTHON) --version)); set PYTHON=python3.11" >&2; exit 2; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/zoom-sms-archiver demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check archiver tests bench
+	$(BIN)/ruff format --check archiver tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format archiver tests bench
+	$(BIN)/ruff check --fix archiver tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing: that is a failure, not a pass.
+pytest: $(STAMP)
+	@$(BIN)/pytest -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+check: lint typecheck pytest
+
+test: check
+
+soak: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -q -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes -q -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

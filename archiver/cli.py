@@ -1,0 +1,74 @@
+"""Command line: `zoom-sms-archiver` / `python -m archiver`.
+
+Exit codes: 0 success; 1 verification found problems or the run failed; 2 bad usage or bad
+configuration (the message names the file, the key and what is wrong).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from archiver import __version__
+from archiver.errors import ArchiverError, ConfigError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoom-sms-archiver",
+        description="Keep a complete, verifiable archive of a Zoom account's SMS/MMS traffic.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="the archiving daemon")
+    run.add_argument("--config", required=True, help="TOML configuration file")
+    run.add_argument("--once", action="store_true", help="one complete pass, then exit 0")
+
+    verify = sub.add_parser("verify", help="check the hash chain and every blob of an archive")
+    verify.add_argument("root", help="archive root folder")
+    verify.add_argument("--sample", type=float, default=100.0, metavar="PCT",
+                        help="percentage of blobs to re-hash (default: all)")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
+
+    status = sub.add_parser("status", help="progress, pending downloads, failures, budget use")
+    status.add_argument("--config", required=True, help="TOML configuration file")
+    status.add_argument("--json", action="store_true", help="machine-readable report")
+
+    simulate = sub.add_parser("simulate", help="run the Zoom Phone simulator on loopback")
+    from archiver.simulator.cli import add_arguments
+
+    add_arguments(simulate)
+
+    demo = sub.add_parser("demo", help="simulator + run --once + verify into a fresh folder")
+    demo.add_argument("--dir", default=None, help="archive folder (default: a new temp folder)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"zoom-sms-archiver: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ArchiverError as exc:
+        print(f"zoom-sms-archiver: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "simulate":
+        from archiver.simulator.cli import run_simulate
+
+        return run_simulate(args)
+    print(f"zoom-sms-archiver: '{args.command}' is not implemented yet", file=sys.stderr)
+    return EXIT_FAILED

@@ -1,0 +1,423 @@
+"""Configuration: TOML (`tomllib`) into frozen dataclasses, validated on load.
+
+Every problem is a `ConfigError` naming the file, the key and what is wrong, e.g.
+``/etc/zsa.toml: sync.count: 300 is above Zoom's maximum of 250``. Unknown keys are errors,
+never silently ignored. Secrets are not read here but by `read_client_secret` /
+`read_secret_file`, which refuse files readable by group or others; the `Secret` type keeps
+them out of every repr, log line and error message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import date
+from pathlib import Path
+from types import UnionType
+from typing import Any, Final, Union, get_args, get_origin, get_type_hints
+
+from archiver.errors import ConfigError
+
+ENDPOINTS: Final = ("list_sessions", "sync", "get_message", "session_details")
+LABELS: Final = ("light", "medium", "heavy")
+PLANS: Final = ("pro", "business", "unlimited")
+SESSION_TYPES: Final = ("all", "user", "call_queue", "auto_receptionist", "service_endpoint")
+MAX_SYNC_COUNT: Final = 250
+
+
+class Secret:
+    """A string that never shows itself: repr/str are masked; `.reveal()` is explicit."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class ZoomConfig:
+    account_id: str = ""
+    client_id: str = ""
+    client_secret_file: str | None = None
+    api_url: str = "https://api.zoom.us/v2"
+    oauth_url: str = "https://zoom.us/oauth/token"
+
+    def __post_init__(self) -> None:
+        for key in ("api_url", "oauth_url"):
+            value = getattr(self, key)
+            if not value.startswith(("https://", "http://")):
+                raise ConfigError(f"{value!r} is not an http(s) URL", key=f"zoom.{key}")
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    root: str = "/var/lib/zoom-sms-archiver"
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    session_type: str = "all"
+    history_start: str = "2020-01-01"
+    poll_interval: float = 60.0
+    count: int = MAX_SYNC_COUNT
+    workers: int = 8
+    lookback: float = 600.0
+    pinned_sessions: tuple[str, ...] = ()
+    shutdown_grace: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.session_type not in SESSION_TYPES:
+            raise ConfigError(
+                f"{self.session_type!r} is not one of {', '.join(SESSION_TYPES)}",
+                key="sync.session_type",
+            )
+        try:
+            date.fromisoformat(self.history_start)
+        except ValueError:
+            raise ConfigError(
+                f"{self.history_start!r} is not a date (YYYY-MM-DD)", key="sync.history_start"
+            ) from None
+        if self.count < 1:
+            raise ConfigError(f"{self.count} is below Zoom's minimum of 1", key="sync.count")
+        if self.count > MAX_SYNC_COUNT:
+            raise ConfigError(
+                f"{self.count} is above Zoom's maximum of {MAX_SYNC_COUNT}", key="sync.count"
+            )
+        _positive(self.poll_interval, "sync.poll_interval")
+        _positive(self.workers, "sync.workers")
+        _non_negative(self.lookback, "sync.lookback")
+        _positive(self.shutdown_grace, "sync.shutdown_grace")
+
+    @property
+    def history_start_date(self) -> date:
+        return date.fromisoformat(self.history_start)
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    plan: str = "business"
+    share: float = 0.8
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.plan not in PLANS:
+            raise ConfigError(
+                f"{self.plan!r} is not one of {', '.join(PLANS)}", key="rate_limits.plan"
+            )
+        if not 0 < self.share <= 1:
+            raise ConfigError(
+                f"{self.share} is outside (0, 1]: it is the fraction of the account's budget "
+                "this daemon may use",
+                key="rate_limits.share",
+            )
+        for endpoint, label in self.labels.items():
+            if endpoint not in ENDPOINTS:
+                raise ConfigError(
+                    f"unknown endpoint {endpoint!r}; known: {', '.join(ENDPOINTS)}",
+                    key=f"rate_limits.labels.{endpoint}",
+                )
+            if label not in LABELS:
+                raise ConfigError(
+                    f"{label!r} is not one of {', '.join(LABELS)}",
+                    key=f"rate_limits.labels.{endpoint}",
+                )
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    workers: int = 8
+    allowed_hosts: tuple[str, ...] = ("zoom.us", "*.zoom.us")
+    allowed_schemes: tuple[str, ...] = ("https",)
+    allow_private_addresses: bool = False
+    max_bytes: int = 100 * 1024 * 1024
+    refresh_margin: float = 300.0
+
+    def __post_init__(self) -> None:
+        _positive(self.workers, "downloads.workers")
+        _positive(self.max_bytes, "downloads.max_bytes")
+        _non_negative(self.refresh_margin, "downloads.refresh_margin")
+        for scheme in self.allowed_schemes:
+            if scheme not in ("https", "http"):
+                raise ConfigError(
+                    f"{scheme!r} is not a download scheme (https, http)",
+                    key="downloads.allowed_schemes",
+                )
+        if not self.allowed_hosts:
+            raise ConfigError("must name at least one host", key="downloads.allowed_hosts")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    enabled: bool = False
+    listen: str = "127.0.0.1:8787"
+    path: str = "/zoom/webhook"
+    secret_token_file: str | None = None
+    timestamp_tolerance: float = 300.0
+    max_body_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        parse_listen(self.listen, "webhook.listen")
+        if not self.path.startswith("/"):
+            raise ConfigError(f"{self.path!r} must start with '/'", key="webhook.path")
+        if self.enabled and not self.secret_token_file:
+            raise ConfigError(
+                "is required when webhook.enabled = true", key="webhook.secret_token_file"
+            )
+        _positive(self.timestamp_tolerance, "webhook.timestamp_tolerance")
+        _positive(self.max_body_bytes, "webhook.max_body_bytes")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9464"
+
+    def __post_init__(self) -> None:
+        if self.listen:  # "" turns the endpoint off
+            parse_listen(self.listen, "metrics.listen")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(
+                f"{self.level!r} is not one of debug, info, warning, error", key="log.level"
+            )
+        if self.format not in ("auto", "json", "console"):
+            raise ConfigError(
+                f"{self.format!r} is not one of auto, json, console", key="log.format"
+            )
+
+
+@dataclass(frozen=True)
+class Config:
+    zoom: ZoomConfig = field(default_factory=ZoomConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
+    downloads: DownloadConfig = field(default_factory=DownloadConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = field(default="<defaults>", compare=False)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.archive.root)
+
+
+def parse_listen(value: str, key: str) -> tuple[str, int]:
+    """`host:port` (IPv6 as `[::1]:port`) -> (host, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"{value!r} is not host:port", key=key)
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ConfigError(f"{value!r}: host must be an IP address or localhost", key=key)
+    return host, int(port_text)
+
+
+def _positive(value: float, key: str) -> None:
+    if value <= 0:
+        raise ConfigError(f"{value} must be greater than 0", key=key)
+
+
+def _non_negative(value: float, key: str) -> None:
+    if value < 0:
+        raise ConfigError(f"{value} must not be negative", key=key)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML config file. Relative paths inside are relative to the file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=source) from None
+    except PermissionError:
+        raise ConfigError("permission denied reading the file", file=source) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a TOML file", file=source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=source) from None
+    try:
+        config = config_from_mapping(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, file=source, key=exc.key) from None
+    base = path.resolve().parent
+    return dataclasses.replace(
+        config,
+        source=source,
+        archive=ArchiveConfig(root=str(base / config.archive.root)),
+        zoom=dataclasses.replace(
+            config.zoom,
+            client_secret_file=_relative_to(base, config.zoom.client_secret_file),
+        ),
+        webhook=dataclasses.replace(
+            config.webhook,
+            secret_token_file=_relative_to(base, config.webhook.secret_token_file),
+        ),
+    )
+
+
+def _relative_to(base: Path, value: str | None) -> str | None:
+    return None if value is None else str(base / value)
+
+
+def config_from_mapping(raw: Mapping[str, Any]) -> Config:
+    """Build a Config from parsed TOML; every key checked for name and type."""
+    return _build(Config, raw, prefix="")
+
+
+def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if f.name != "source"}
+    for key in raw:
+        if key not in known:
+            dotted = f"{prefix}{key}"
+            raise ConfigError(
+                f"unknown key; known keys here: {', '.join(sorted(known))}", key=dotted
+            )
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        values[name] = _convert(value, hints[name], f"{prefix}{name}")
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=exc.key or prefix.rstrip(".")) from None
+
+
+def _convert(value: Any, hint: Any, key: str) -> Any:  # noqa: PLR0911 - one branch per type
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"must be a table ([{key}]), not {_tname(value)}", key=key)
+        return _build(hint, value, prefix=f"{key}.")
+    origin = get_origin(hint)
+    if origin in (Union, UnionType):
+        options = [a for a in get_args(hint) if a is not type(None)]
+        return _convert(value, options[0], key)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"must be a list of strings, not {_tname(value)}", key=key)
+        return tuple(value)
+    if origin is Mapping:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"must be a table of strings, not {_tname(value)}", key=key)
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"must be true or false, not {_tname(value)}", key=key)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"must be an integer, not {_tname(value)}", key=key)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"must be a number, not {_tname(value)}", key=key)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"must be a string, not {_tname(value)}", key=key)
+        return value
+    raise AssertionError(f"unsupported config type {hint!r} for {key}")  # pragma: no cover
+
+
+def _tname(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def read_secret_file(path: str | os.PathLike[str], key: str) -> Secret:
+    """Read a secret file, refusing one that group or others can read."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"secret file {path} does not exist", key=key) from None
+    except PermissionError:
+        raise ConfigError(f"secret file {path} is not readable by this user", key=key) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"secret file {path} is not a regular file", key=key)
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"secret file {path} is readable by group or others "
+            f"(mode {stat.S_IMODE(st.st_mode):04o}); fix with: chmod 600 {path}",
+            key=key,
+        )
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"secret file {path} cannot be read: {type(exc).__name__}", key=key
+        ) from None
+    if not value:
+        raise ConfigError(f"secret file {path} is empty", key=key)
+    return Secret(value)
+
+
+def read_client_secret(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
+    """The client secret, from (in order) `zoom.client_secret_file`, systemd's
+    `$CREDENTIALS_DIRECTORY/client_secret`, or the `ZOOM_CLIENT_SECRET` environment variable."""
+    env = os.environ if environ is None else environ
+    key = "zoom.client_secret_file"
+    try:
+        if config.zoom.client_secret_file:
+            return read_secret_file(config.zoom.client_secret_file, key)
+        credentials = env.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "client_secret").exists():
+            # systemd's LoadCredential= makes this file private to the service already.
+            return read_secret_file(Path(credentials) / "client_secret", key)
+        if env.get("ZOOM_CLIENT_SECRET"):
+            return Secret(env["ZOOM_CLIENT_SECRET"])
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, file=config.source, key=exc.key) from None
+    raise ConfigError(
+        "no client secret: set zoom.client_secret_file, use systemd LoadCredential="
+        "client_secret:..., or set the ZOOM_CLIENT_SECRET environment variable",
+        file=config.source,
+        key=key,
+    )
+
+
+def validate_for_run(config: Config) -> None:
+    """Checks that only matter when talking to Zoom (status/verify do not need them)."""
+    for key in ("account_id", "client_id"):
+        if not getattr(config.zoom, key):
+            raise ConfigError("is required", file=config.source, key=f"zoom.{key}")

@@ -1,0 +1,99 @@
+"""The archiver's exceptions: one root, a small tree, structured fields.
+
+    ArchiverError
+    ├── ConfigError (also ValueError)       bad configuration: file, key, problem -> exit 2
+    ├── ArchiveLockedError                  another daemon holds ROOT/LOCK
+    ├── StorageError (also OSError)         fsync/ENOSPC/EIO: stop, never retry lost writes
+    ├── ManifestCorruptError                the chain or a segment is not what was written
+    └── ZoomError                           any failure talking to Zoom (status, code, endpoint, session)
+        ├── ZoomAuthError                   credentials refused / token cannot be had
+        ├── ZoomRateLimited                 429 after the budget's own handling
+        ├── ZoomTransientError              5xx, reset, timeout, truncated body (retryable)
+        ├── ZoomResponseError (also ValueError)  a response that does not fit the schema
+        ├── SessionGoneError                404 code 12004
+        └── SyncTokenInvalid                400/404 code 300, or 7035: resync with FSync
+
+Messages never contain secrets: callers pass endpoints (paths), never full URLs with tokens.
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Root of every error the archiver raises on purpose."""
+
+
+class ConfigError(ArchiverError, ValueError):
+    """The configuration cannot be used. `str()` names the file, the key and the problem."""
+
+    def __init__(self, problem: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+
+class ArchiveLockedError(ArchiverError):
+    """Another archiver process holds the archive root's LOCK."""
+
+
+class StorageError(ArchiverError, OSError):
+    """A write to the archive failed in a way that must stop the daemon (EIO, ENOSPC)."""
+
+
+class ManifestCorruptError(ArchiverError):
+    """The manifest on disk is damaged beyond the torn-tail repair."""
+
+
+class ZoomError(ArchiverError):
+    """A failed exchange with Zoom, with the fields an operator needs to act on it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        endpoint: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.endpoint = endpoint
+        self.session_id = session_id
+        details = [
+            f"{name}={value}"
+            for name, value in (
+                ("status", status),
+                ("code", code),
+                ("endpoint", endpoint),
+                ("session_id", session_id),
+            )
+            if value is not None
+        ]
+        super().__init__(f"{message} ({', '.join(details)})" if details else message)
+
+
+class ZoomAuthError(ZoomError):
+    """OAuth failed: wrong credentials, missing scope, or a token Zoom keeps refusing."""
+
+
+class ZoomRateLimited(ZoomError):
+    """Zoom answered 429 and the retry budget is spent."""
+
+
+class ZoomTransientError(ZoomError):
+    """A failure worth retrying: 5xx, connection reset, timeout, truncated body."""
+
+
+class ZoomResponseError(ZoomError, ValueError):
+    """Zoom answered, but not with what its schema promises."""
+
+
+class SessionGoneError(ZoomError):
+    """The session no longer exists upstream (404, code 12004)."""
+
+
+class SyncTokenInvalid(ZoomError):
+    """The sync token is invalid/expired (300) or too many new records (7035): FSync again."""
