@@ -32,8 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check the hash chain and every blob of an archive")
     verify.add_argument("root", help="archive root folder")
-    verify.add_argument("--sample", type=float, default=100.0, metavar="PCT",
-                        help="percentage of blobs to re-hash (default: all)")
+    verify.add_argument(
+        "--sample",
+        type=float,
+        default=100.0,
+        metavar="PCT",
+        help="percentage of blobs to re-hash (default: all)",
+    )
     verify.add_argument("--json", action="store_true", help="machine-readable report")
 
     status = sub.add_parser("status", help="progress, pending downloads, failures, budget use")
@@ -70,5 +75,44 @@ def _dispatch(args: argparse.Namespace) -> int:
         from archiver.simulator.cli import run_simulate
 
         return run_simulate(args)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "verify":
+        return _verify(args)
+    if args.command == "demo":
+        from archiver.ops.demo import run_demo
+
+        return run_demo(args.dir)
     print(f"zoom-sms-archiver: '{args.command}' is not implemented yet", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from archiver.config import load_config
+    from archiver.daemon import run_command
+    from archiver.ops.logs import configure_logging
+
+    config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)
+    return run_command(config, once=args.once)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from archiver.store.verify import render_report, report_to_json, verify_archive
+
+    root = Path(args.root)
+    if not (root / "manifest").is_dir():
+        print(f"zoom-sms-archiver: {root} is not an archive (no manifest/ folder)", file=sys.stderr)
+        return EXIT_USAGE
+    if not 0 < args.sample <= 100:
+        print("zoom-sms-archiver: --sample must be in (0, 100]", file=sys.stderr)
+        return EXIT_USAGE
+    report = verify_archive(root, sample_pct=args.sample)
+    if args.json:
+        print(json.dumps(report_to_json(report), indent=2, sort_keys=True))
+    else:
+        print(render_report(report))
+    return EXIT_OK if report.ok else EXIT_FAILED

@@ -238,7 +238,9 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
-            raise ConfigError(f"{value!r}: host must be an IP address or localhost", key=key)
+            raise ConfigError(
+                f"{value!r}: host must be an IP address or localhost", key=key
+            ) from None
     return host, int(port_text)
 
 
@@ -314,7 +316,7 @@ def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:
         raise ConfigError(exc.problem, key=exc.key or prefix.rstrip(".")) from None
 
 
-def _convert(value: Any, hint: Any, key: str) -> Any:  # noqa: PLR0911 - one branch per type
+def _convert(value: Any, hint: Any, key: str) -> Any:  # noqa: PLR0911, PLR0912 - a branch per type
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"must be a table ([{key}]), not {_tname(value)}", key=key)

@@ -5,11 +5,11 @@
     ├── ArchiveLockedError                  another daemon holds ROOT/LOCK
     ├── StorageError (also OSError)         fsync/ENOSPC/EIO: stop, never retry lost writes
     ├── ManifestCorruptError                the chain or a segment is not what was written
-    └── ZoomError                           any failure talking to Zoom (status, code, endpoint, session)
+    └── ZoomError                           talking to Zoom failed (status, code, endpoint, session)
         ├── ZoomAuthError                   credentials refused / token cannot be had
         ├── ZoomRateLimited                 429 after the budget's own handling
         ├── ZoomTransientError              5xx, reset, timeout, truncated body (retryable)
-        ├── ZoomResponseError (also ValueError)  a response that does not fit the schema
+        ├── ZoomResponseError (also ValueError)  a response that does not fit
         ├── SessionGoneError                404 code 12004
         └── SyncTokenInvalid                400/404 code 300, or 7035: resync with FSync
 

@@ -1,0 +1,1 @@
+"""The attachment pipeline: deadline queue, safe streaming fetch, content-addressed blobs."""

@@ -1,0 +1,55 @@
+"""Content-addressed blob storage: `ROOT/blobs/sha256/ab/<64 hex>`, read-only, fsynced.
+
+The blob path is built only from the SHA-256 we computed, never from anything Zoom sent, so
+a hostile attachment name cannot touch the filesystem. A crash at any point leaves either the
+blob in place (and the next run finds it) or a stale file in `tmp/` (cleaned at start).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+from archiver.store.crash import crash_point
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def blob_relpath(sha256: str) -> str:
+    if not _HEX64.fullmatch(sha256):
+        raise ValueError("blob names are lowercase SHA-256 hex digests")
+    return f"blobs/sha256/{sha256[:2]}/{sha256}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _commit(root: Path, tmp_file: Path, sha256: str) -> str:
+    relpath = blob_relpath(sha256)
+    target = root / relpath
+    if target.exists():
+        # Identical content is stored once; the existing blob already holds these bytes.
+        tmp_file.unlink(missing_ok=True)
+        return relpath
+    fan_out = target.parent
+    if not fan_out.exists():
+        fan_out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _fsync_dir(fan_out.parent)
+    os.chmod(tmp_file, 0o444)
+    crash_point("blob_before_rename")
+    os.rename(tmp_file, target)
+    crash_point("blob_after_rename")
+    _fsync_dir(fan_out)
+    return relpath
+
+
+async def commit_blob(root: Path, tmp_file: Path, sha256: str) -> str:
+    """Move a fully written, fsynced temp file into the blob store; returns its relative path."""
+    return await asyncio.to_thread(_commit, root, tmp_file, sha256)

@@ -1,0 +1,219 @@
+"""Stream one attachment to `ROOT/tmp/`, hashing as it goes, refusing what is not the file.
+
+Checks, in order: every URL (and every redirect hop) against the policy; the resolved address
+at connect time (`GuardedResolver`); the HTTP status; `max_bytes` while streaming (abort at the
+limit, never after); the advertised size; and an error document (a JSON error body where a
+file was expected) — which is never stored as the attachment. Bytes are archived exactly as
+sent: no automatic decompression, `Accept-Encoding: identity`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+import aiofiles
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from archiver.downloads.urls import UrlPolicy, UrlRefused, address_is_public, check_url
+
+CHUNK = 256 * 1024
+MAX_REDIRECTS = 5
+ERROR_KEYS = frozenset({"code", "message", "error", "errorCode", "errorMessage", "reason"})
+
+
+class FetchError(Exception):
+    """A download that did not yield the file. `reason` is short and safe to record."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool = False,
+        refresh: bool = False,
+        status: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.retryable = retryable
+        self.refresh = refresh  # a fresh URL may succeed (expired/forged JWT)
+        self.status = status
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    path: Path
+    sha256: str
+    size: int
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves names, then refuses private, loopback and link-local results: the check runs
+    on the address actually connected to, so DNS tricks cannot reach the internal network."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._inner = DefaultResolver()
+        self._allow_private = allow_private
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if self._allow_private:
+            return results
+        public = [r for r in results if address_is_public(r["host"])]
+        if not public:
+            raise OSError(f"{host} resolves only to private, loopback or link-local addresses")
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def download_session(policy: UrlPolicy, connections: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(policy.allow_private_addresses),
+        limit=connections,
+        ssl=True,  # verify certificates, always
+    )
+    return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+
+
+def looks_like_error_document(head: bytes, content_type: str) -> bool:
+    """A small JSON object with error-ish keys, served as JSON: Zoom's error reply, not a file."""
+    if "json" not in content_type.lower() and not head.lstrip().startswith(b"{"):
+        return False
+    try:
+        body = json.loads(head)
+    except ValueError:
+        return False
+    return isinstance(body, dict) and bool(ERROR_KEYS & body.keys())
+
+
+class Fetcher:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        policy: UrlPolicy,
+        *,
+        tmp_dir: Path,
+        max_bytes: int,
+        read_timeout: float = 60.0,
+    ) -> None:
+        self._http = http
+        self._policy = policy
+        self._tmp = tmp_dir
+        self._max_bytes = max_bytes
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
+
+    async def fetch(self, url: str, *, expected_size: int | None, dig: str | None) -> Fetched:
+        if expected_size is not None and expected_size > self._max_bytes:
+            raise FetchError(f"advertised size {expected_size} exceeds downloads.max_bytes")
+        for _hop in range(MAX_REDIRECTS + 1):
+            try:
+                check_url(url, self._policy)
+            except UrlRefused as exc:
+                raise FetchError(exc.reason) from None
+            try:
+                async with self._http.get(
+                    url,
+                    allow_redirects=False,
+                    headers={"Accept-Encoding": "identity"},
+                    timeout=self._timeout,
+                ) as response:
+                    if response.status in (301, 302, 303, 307, 308):
+                        location = response.headers.get("Location")
+                        if not location:
+                            raise FetchError("redirect without Location", status=response.status)
+                        url = urljoin(url, location)
+                        continue
+                    return await self._receive(response, expected_size, dig)
+            except aiohttp.ClientSSLError as exc:
+                raise FetchError(f"TLS verification failed: {type(exc).__name__}") from None
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise FetchError(f"transfer failed: {type(exc).__name__}", retryable=True) from None
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects")
+
+    async def _receive(
+        self, response: aiohttp.ClientResponse, expected_size: int | None, dig: str | None
+    ) -> Fetched:
+        status = response.status
+        if status in (401, 403):
+            raise FetchError(f"file host refused the URL ({status})", refresh=True, status=status)
+        if status in (404, 410):
+            raise FetchError(f"file host answered {status}", refresh=True, status=status)
+        if status == 429 or status >= 500:
+            raise FetchError(f"file host answered {status}", retryable=True, status=status)
+        if status != 200:
+            raise FetchError(f"file host answered {status}", status=status)
+        length = response.content_length
+        if length is not None and length > self._max_bytes:
+            raise FetchError(f"Content-Length {length} exceeds downloads.max_bytes")
+        content_type = response.headers.get("Content-Type", "")
+        path = self._tmp / f"{secrets.token_hex(16)}.part"
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        try:
+            async with aiofiles.open(path, "wb") as out:
+                async for chunk in response.content.iter_chunked(CHUNK):
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise FetchError(f"body exceeds downloads.max_bytes ({self._max_bytes})")
+                    if len(head) < 65536:
+                        head += chunk[: 65536 - len(head)]
+                    digest.update(chunk)
+                    await out.write(chunk)
+                await out.flush()
+                await asyncio.to_thread(os.fsync, out.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        sha = digest.hexdigest()
+        try:
+            self._check_body(
+                size=size,
+                sha=sha,
+                head=head,
+                content_type=content_type,
+                expected_size=expected_size,
+                dig=dig,
+            )
+        except FetchError:
+            path.unlink(missing_ok=True)
+            raise
+        return Fetched(path=path, sha256=sha, size=size)
+
+    @staticmethod
+    def _check_body(
+        *,
+        size: int,
+        sha: str,
+        head: bytes,
+        content_type: str,
+        expected_size: int | None,
+        dig: str | None,
+    ) -> None:
+        if dig is not None and dig == sha:
+            return  # the JWT vouches for exactly these bytes
+        if (
+            size < 65536
+            and looks_like_error_document(head, content_type)
+            and (expected_size is None or size != expected_size)
+        ):
+            raise FetchError("file host sent an error document instead of the file", refresh=True)
+        if expected_size is not None and size != expected_size:
+            raise FetchError(
+                f"received {size} bytes, Zoom advertised {expected_size}", retryable=True
+            )

@@ -1,0 +1,1 @@
+"""Session discovery, per-session sync workers and the supervisor that schedules them."""

@@ -1,0 +1,290 @@
+"""The supervisor: discovery, a priority queue of session work, bounded workers, shutdown.
+
+Incremental work (new messages in active sessions) always goes before backfill, and backfill
+runs a few pages at a time before going back in the queue, so a large backfill never delays
+new messages. Discovery walks the account's session list in calendar-month windows from
+`history_start` once (resumable), then each poll lists only the window since the watermark
+minus a lookback: an idle account costs a few list calls per poll, not one per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from archiver.config import Config
+from archiver.errors import StorageError, ZoomAuthError, ZoomError
+from archiver.ops.logs import get_logger
+from archiver.sync.session import SessionSync, StepResult
+from archiver.sync.windows import day_start, month_windows
+from archiver.zoom.client import ZoomClient
+
+INCREMENTAL, BACKFILL = 0, 1
+BACKFILL_PAGES_PER_TURN = 8
+FAILURE_LIMIT_ONCE = 3  # attempts per session in --once before the run is declared failed
+META_WALKED_TO = "discovery_walked_to"
+META_WATERMARK = "discovery_watermark"
+
+
+@dataclass
+class Progress:
+    """Counters the progress display, metrics and status read."""
+
+    sessions_discovered: int = 0
+    sessions_done: int = 0
+    messages_new: int = 0
+    messages_changed: int = 0
+    pages: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    last_poll_at: float | None = None
+    discovery_complete: bool = False
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        client: ZoomClient,
+        state: Any,
+        session_sync: SessionSync,
+        *,
+        once: bool,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        idle_check: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._state = state
+        self._sync = session_sync
+        self._once = once
+        self._now = now
+        self._idle_check = idle_check  # e.g. "download queue drained", for --once
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
+        self._queued: dict[str, int] = {}
+        self._busy: set[str] = set()
+        self._again: dict[str, int] = {}
+        self._counter = itertools.count()
+        self._attempts: dict[str, int] = {}
+        self._retrying: set[str] = set()
+        self.failed_sessions: dict[str, str] = {}
+        self.progress = Progress()
+        self._stop = asyncio.Event()
+        self._fatal: BaseException | None = None
+        self._log = get_logger(component="supervisor")
+
+    # --- queue ----------------------------------------------------------------------------
+
+    def enqueue(self, session_id: str, priority: int) -> None:
+        if session_id in self._busy:
+            self._again[session_id] = min(priority, self._again.get(session_id, priority))
+            return
+        if self._queued.get(session_id, 99) <= priority:
+            return
+        self._queued[session_id] = priority
+        self._queue.put_nowait((priority, next(self._counter), session_id))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queued) + len(self._busy)
+
+    # --- main loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set (daemon) or one complete pass is done (--once)."""
+        self._stop = stop
+        self._requeue_unfinished()
+        async with asyncio.TaskGroup() as group:
+            workers = [group.create_task(self._worker(n)) for n in range(self._config.sync.workers)]
+            discovery = group.create_task(self._discovery_loop())
+            await self._wait_until_done(discovery)
+            for task in [*workers, discovery]:
+                task.cancel()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _wait_until_done(self, discovery: asyncio.Task[None]) -> None:
+        while not self._stop.is_set() and self._fatal is None:
+            if (
+                self._once
+                and discovery.done()
+                and not self._queued
+                and not self._busy
+                and not self._retrying
+                and self._idle_check()
+            ):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=0.05)
+
+    def _requeue_unfinished(self) -> None:
+        for session in self._state.sessions():
+            if session.gone:
+                continue
+            if self._state.get_meta(f"gap:{session.session_id}"):
+                self.enqueue(session.session_id, INCREMENTAL)
+            elif not session.backfill_done:
+                self.enqueue(session.session_id, BACKFILL)
+        for session_id in self._config.sync.pinned_sessions:
+            self.enqueue(session_id, INCREMENTAL)
+
+    # --- discovery ------------------------------------------------------------------------
+
+    async def _discovery_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._discover_once()
+                self.progress.last_poll_at = time.time()
+                self.progress.discovery_complete = True
+            except ZoomAuthError:
+                raise
+            except ZoomError as exc:
+                self._log.error("discovery_failed", error=str(exc))
+                if self._once:
+                    self._attempts["<discovery>"] = self._attempts.get("<discovery>", 0) + 1
+                    if self._attempts["<discovery>"] >= FAILURE_LIMIT_ONCE:
+                        self.failed_sessions["<discovery>"] = str(exc)
+                        return
+                    continue
+            if self._once:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self._config.sync.poll_interval)
+            for session_id in self._config.sync.pinned_sessions:
+                self.enqueue(session_id, INCREMENTAL)
+
+    async def _discover_once(self) -> None:
+        started = self._now().replace(microsecond=0)
+        walked_to = self._state.get_meta(META_WALKED_TO)
+        watermark = self._state.get_meta(META_WATERMARK)
+        if watermark is None:
+            # First walk (resumable): every month from history_start to now.
+            begin = day_start(self._config.sync.history_start_date)
+            if walked_to:
+                begin = datetime.fromisoformat(walked_to) + timedelta(seconds=1)
+            for window in month_windows(begin, started):
+                if self._stop.is_set():
+                    return
+                await self._list_window(*window)
+                self._state.set_meta(META_WALKED_TO, window[1].isoformat())
+            self._state.set_meta(META_WATERMARK, started.isoformat())
+            return
+        since = datetime.fromisoformat(watermark) - timedelta(seconds=self._config.sync.lookback)
+        for window in month_windows(since, started):
+            if self._stop.is_set():
+                return
+            await self._list_window(*window)
+        self._state.set_meta(META_WATERMARK, started.isoformat())
+
+    async def _list_window(self, start: datetime, end: datetime) -> None:
+        page_token: str | None = None
+        while True:
+            page = await self._client.list_sessions(
+                start=start,
+                end=end,
+                session_type=self._config.sync.session_type,
+                page_token=page_token,
+            )
+            for info in page.sessions:
+                known = self._state.get_session(info.session_id)
+                moved = (
+                    known is None
+                    or known.last_message_time is None
+                    or info.last_access_time is None
+                    or info.last_access_time.isoformat() > known.last_message_time
+                )
+                if known is None:
+                    self.progress.sessions_discovered += 1
+                if known is not None and known.gone:
+                    continue
+                self._state.upsert_session(
+                    info.session_id,
+                    session_type=info.session_type,
+                    last_message_time=(
+                        info.last_access_time.isoformat() if info.last_access_time else None
+                    ),
+                )
+                if moved:
+                    self.enqueue(info.session_id, INCREMENTAL)
+            page_token = page.next_page_token
+            if not page_token:
+                return
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def _worker(self, number: int) -> None:
+        while True:
+            priority, _, session_id = await self._queue.get()
+            if self._queued.get(session_id) != priority:
+                continue  # superseded by a higher-priority entry
+            del self._queued[session_id]
+            if self._stop.is_set():
+                continue
+            self._busy.add(session_id)
+            try:
+                await self._step(session_id, priority)
+            finally:
+                self._busy.discard(session_id)
+                again = self._again.pop(session_id, None)
+                if again is not None:
+                    self.enqueue(session_id, again)
+
+    async def _step(self, session_id: str, priority: int) -> None:
+        log = self._log.bind(session_id=session_id)
+        try:
+            if priority == INCREMENTAL:
+                result = await self._sync.incremental(session_id)
+            else:
+                result = await self._sync.backfill(
+                    session_id, BACKFILL_PAGES_PER_TURN, self._stop.is_set
+                )
+        except StorageError as exc:
+            # The archive cannot take writes: stop everything rather than lose data.
+            self._fatal = exc
+            self._stop.set()
+            return
+        except ZoomAuthError as exc:
+            self._fatal = exc
+            self._stop.set()
+            return
+        except ZoomError as exc:
+            self._record_failure(session_id, priority, exc)
+            log.error("session_failed", error=str(exc), error_type=type(exc).__name__)
+            return
+        self._account(result)
+        self._attempts.pop(session_id, None)
+        if result.gone:
+            return
+        session = self._state.get_session(session_id)
+        if session is not None and not session.backfill_done:
+            self.enqueue(session_id, BACKFILL)
+        elif priority == BACKFILL or result.backfill_done:
+            self.progress.sessions_done += 1
+
+    def _account(self, result: StepResult) -> None:
+        self.progress.pages += result.pages
+        self.progress.messages_new += result.new
+        self.progress.messages_changed += result.changed
+
+    def _record_failure(self, session_id: str, priority: int, exc: ZoomError) -> None:
+        kind = type(exc).__name__
+        self.progress.failures[kind] = self.progress.failures.get(kind, 0) + 1
+        attempts = self._attempts.get(session_id, 0) + 1
+        self._attempts[session_id] = attempts
+        if self._once and attempts >= FAILURE_LIMIT_ONCE:
+            self.failed_sessions[session_id] = str(exc)
+            return
+        # Retry later, after a pause that grows with repeated failures.
+        delay = min(300.0, 2.0**attempts) if not self._once else 0.5 * attempts
+        self._retrying.add(session_id)
+
+        def retry() -> None:
+            self._retrying.discard(session_id)
+            self.enqueue(session_id, priority)
+
+        asyncio.get_running_loop().call_later(delay, retry)

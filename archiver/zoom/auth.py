@@ -1,0 +1,143 @@
+"""Server-to-Server OAuth: one access token shared by every task, renewed before it expires.
+
+Only one renewal is ever in flight (an asyncio.Lock); a worker that saw a 401 with a token
+that has since been replaced simply uses the new one instead of asking again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from archiver.config import Secret
+from archiver.errors import ZoomAuthError, ZoomTransientError
+from archiver.ops.logs import get_logger, register_secret
+
+# Renew this long before Zoom's stated expiry, so no request goes out with a dying token.
+RENEW_MARGIN = 300.0
+TOKEN_ENDPOINT = "POST /oauth/token"  # noqa: S105 - an endpoint name, not a password
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    value: str
+    expires_at: float  # monotonic clock
+
+
+def regional_api_base(configured: str, token_api_url: str | None) -> str:
+    """The API base to use: the token's regional `api_url` (host) with the configured path.
+
+    Zoom returns e.g. `https://api-eu.zoom.us` while requests go to `.../v2`.
+    """
+    if not token_api_url:
+        return configured.rstrip("/")
+    token_parts = urlsplit(token_api_url)
+    if token_parts.scheme not in ("http", "https") or not token_parts.netloc:
+        return configured.rstrip("/")
+    if token_parts.path.rstrip("/"):
+        return token_api_url.rstrip("/")
+    path = urlsplit(configured).path.rstrip("/")
+    return f"{token_parts.scheme}://{token_parts.netloc}{path}"
+
+
+class TokenProvider:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        oauth_url: str,
+        api_url: str,
+        account_id: str,
+        client_id: str,
+        client_secret: Secret,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 30.0,
+    ) -> None:
+        self._http = http
+        self._oauth_url = oauth_url
+        self._configured_api = api_url
+        self._account_id = account_id
+        self._client_id = client_id
+        self._secret = client_secret
+        self._clock = clock
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._token: AccessToken | None = None
+        self._lock = asyncio.Lock()
+        self.api_base = api_url.rstrip("/")
+        self.renewals = 0
+        self._log = get_logger(component="oauth")
+        register_secret(client_secret.reveal())
+
+    @property
+    def valid(self) -> bool:
+        return self._token is not None and self._clock() < self._token.expires_at
+
+    async def token(self) -> str:
+        current = self._token
+        if current is not None and self._clock() < current.expires_at - RENEW_MARGIN:
+            return current.value
+        async with self._lock:
+            current = self._token
+            if current is not None and self._clock() < current.expires_at - RENEW_MARGIN:
+                return current.value
+            return await self._renew()
+
+    async def invalidate(self, rejected: str) -> None:
+        """A request was refused with `rejected`: forget it unless it was already replaced."""
+        async with self._lock:
+            if self._token is not None and self._token.value == rejected:
+                self._token = None
+
+    async def _renew(self) -> str:
+        basic = base64.b64encode(f"{self._client_id}:{self._secret.reveal()}".encode()).decode()
+        params = {"grant_type": "account_credentials", "account_id": self._account_id}
+        try:
+            async with self._http.post(
+                self._oauth_url,
+                params=params,
+                headers={"Authorization": f"Basic {basic}"},
+                timeout=self._timeout,
+            ) as response:
+                status = response.status
+                try:
+                    body = await response.json(content_type=None)
+                except ValueError:
+                    body = None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ZoomTransientError(
+                f"token request failed: {type(exc).__name__}", endpoint=TOKEN_ENDPOINT
+            ) from exc
+        if status >= 500 or status == 429:
+            raise ZoomTransientError("token request failed", status=status, endpoint=TOKEN_ENDPOINT)
+        if status != 200 or not isinstance(body, dict):
+            reason = body.get("reason") or body.get("error") if isinstance(body, dict) else None
+            raise ZoomAuthError(
+                "Zoom refused the credentials"
+                + (f": {reason}" if isinstance(reason, str) else "")
+                + "; check zoom.account_id, zoom.client_id and the client secret",
+                status=status,
+                endpoint=TOKEN_ENDPOINT,
+            )
+        value = body.get("access_token")
+        expires_in = body.get("expires_in", 3599)
+        if not isinstance(value, str) or not value:
+            raise ZoomAuthError("token response has no access_token", endpoint=TOKEN_ENDPOINT)
+        if not isinstance(expires_in, int | float) or expires_in <= 0:
+            expires_in = 3599
+        register_secret(value)
+        # A token that lives less than the renewal margin is renewed at half its life instead.
+        margin = min(RENEW_MARGIN, expires_in / 2)
+        self._token = AccessToken(value, self._clock() + expires_in - margin + RENEW_MARGIN)
+        api_url = body.get("api_url")
+        self.api_base = regional_api_base(
+            self._configured_api, api_url if isinstance(api_url, str) else None
+        )
+        self.renewals += 1
+        self._log.info("token_renewed", expires_in=expires_in, api_base=self.api_base)
+        return value

@@ -1,0 +1,296 @@
+"""The Zoom Phone SMS API client: budgets, OAuth, retries and error mapping in one place.
+
+Every call draws from its label's budget before it is sent. Failures map to the error tree in
+`archiver.errors`: 429 -> budget pause and retry; 5xx, resets, timeouts and truncated bodies ->
+bounded retries with jittered exponential backoff; 401 -> one token renewal, then retry;
+404 code 12004 -> SessionGoneError; 300/7035 -> SyncTokenInvalid. Errors carry status, Zoom
+code, endpoint (a path template, never a URL with credentials) and session id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from archiver.errors import (
+    SessionGoneError,
+    SyncTokenInvalid,
+    ZoomAuthError,
+    ZoomError,
+    ZoomRateLimited,
+    ZoomResponseError,
+    ZoomTransientError,
+)
+from archiver.zoom.auth import TokenProvider
+from archiver.zoom.models import (
+    JsonObject,
+    SessionPage,
+    SyncPage,
+    parse_message,
+    parse_session_page,
+    parse_sync_page,
+)
+from archiver.zoom.ratelimit import Budgets, backoff_delay
+
+CODE_INVALID_TOKEN = 124
+CODE_SYNC_TOKEN = 300
+CODE_TOO_MANY_NEW = 7035
+CODE_SESSION_GONE = 12004
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    transient_attempts: int = 6  # 5xx, resets, timeouts, truncated bodies
+    rate_limited_attempts: int = 30  # 429s: the budget pauses between them
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    request_timeout: float = 60.0
+
+
+class ZoomClient:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        auth: TokenProvider,
+        budgets: Budgets,
+        *,
+        policy: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._http = http
+        self._auth = auth
+        self._budgets = budgets
+        self._policy = policy or RetryPolicy()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._timeout = aiohttp.ClientTimeout(total=self._policy.request_timeout)
+        self.requests = 0
+        self.responses_by_status: dict[int, int] = {}
+
+    @property
+    def auth(self) -> TokenProvider:
+        return self._auth
+
+    # --- endpoints ----------------------------------------------------------------------------
+
+    async def list_sessions(
+        self,
+        *,
+        start: datetime,
+        end: datetime,
+        session_type: str,
+        page_token: str | None = None,
+        page_size: int = 100,
+    ) -> SessionPage:
+        params = {
+            "page_size": str(page_size),
+            "from": _zoom_time(start),
+            "to": _zoom_time(end),
+            "session_type": session_type,
+            "filter_type": "last_message_time",
+        }
+        if page_token:
+            params["next_page_token"] = page_token
+        body = await self.get_json("list_sessions", "/phone/sms/sessions", params)
+        return parse_session_page(body, "GET /phone/sms/sessions")
+
+    async def sync(
+        self, session_id: str, sync_type: str, count: int, sync_token: str | None = None
+    ) -> SyncPage:
+        params = {"sync_type": sync_type, "count": str(count)}
+        if sync_token:
+            params["sync_token"] = sync_token
+        path = f"/phone/sms/sessions/{quote(session_id, safe='')}/sync"
+        body = await self.get_json("sync", path, params, session_id=session_id)
+        return parse_sync_page(body, "GET /phone/sms/sessions/{sessionId}/sync", session_id)
+
+    async def get_message(self, session_id: str, message_id: str) -> JsonObject:
+        path = (
+            f"/phone/sms/sessions/{quote(session_id, safe='')}"
+            f"/messages/{quote(message_id, safe='')}"
+        )
+        body = await self.get_json("get_message", path, {}, session_id=session_id)
+        return parse_message(
+            body, "GET /phone/sms/sessions/{sessionId}/messages/{messageId}", session_id
+        )
+
+    # --- transport ----------------------------------------------------------------------------
+
+    async def get_json(
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, str],
+        *,
+        session_id: str | None = None,
+    ) -> Any:
+        """GET `path` with retries; returns the decoded JSON body of a 200."""
+        template = _template(endpoint)
+        transient = 0
+        limited = 0
+        renewed = False
+        while True:
+            label = self._budgets.label_for(endpoint)
+            await self._budgets.acquire(label)
+            token = await self._auth.token()
+            try:
+                status, headers, raw = await self._send(path, params, token)
+            except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
+                transient += 1
+                if transient >= self._policy.transient_attempts:
+                    raise ZoomTransientError(
+                        f"request failed after {transient} attempts: {type(exc).__name__}",
+                        endpoint=template,
+                        session_id=session_id,
+                    ) from exc
+                await asyncio.sleep(self._backoff(transient))
+                continue
+            self.requests += 1
+            self.responses_by_status[status] = self.responses_by_status.get(status, 0) + 1
+            category = headers.get("X-RateLimit-Category")
+            if category:
+                self._budgets.learn_category(endpoint, category)
+            body_text = raw.decode("utf-8", errors="replace")
+            self._budgets.on_response(label, status, headers, body_text)
+            if status == 200:
+                try:
+                    return json.loads(raw)
+                except ValueError:
+                    raise ZoomResponseError(
+                        "response is not JSON"
+                        + (" (an HTML page)" if body_text.lstrip().startswith("<") else ""),
+                        status=status,
+                        endpoint=template,
+                        session_id=session_id,
+                    ) from None
+            code, message = _error_fields(raw)
+            if status == 429:
+                limited += 1
+                if limited >= self._policy.rate_limited_attempts:
+                    raise ZoomRateLimited(
+                        "still rate limited after retries",
+                        status=status,
+                        code=code,
+                        endpoint=template,
+                        session_id=session_id,
+                    )
+                continue
+            if status == 401 and not renewed:
+                # One renewal, then retry; a second 401 means the credentials are the problem.
+                renewed = True
+                await self._auth.invalidate(token)
+                continue
+            if status >= 500 or status in (408, 425):
+                transient += 1
+                if transient >= self._policy.transient_attempts:
+                    raise ZoomTransientError(
+                        f"server error after {transient} attempts",
+                        status=status,
+                        code=code,
+                        endpoint=template,
+                        session_id=session_id,
+                    )
+                await asyncio.sleep(self._backoff(transient))
+                continue
+            raise _map_error(status, code, message, template, session_id)
+
+    async def _send(
+        self, path: str, params: Mapping[str, str], token: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        url = self._auth.api_base + path
+        async with self._http.get(
+            url,
+            params=params,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=self._timeout,
+        ) as response:
+            # read() raises ClientPayloadError on a body shorter than its Content-Length.
+            raw = await response.read()
+            return response.status, response.headers, raw
+
+    def _backoff(self, attempt: int) -> float:
+        return backoff_delay(
+            attempt, self._policy.backoff_base, self._policy.backoff_cap, self._rng
+        )
+
+
+def _template(endpoint: str) -> str:
+    return {
+        "list_sessions": "GET /phone/sms/sessions",
+        "sync": "GET /phone/sms/sessions/{sessionId}/sync",
+        "get_message": "GET /phone/sms/sessions/{sessionId}/messages/{messageId}",
+        "session_details": "GET /phone/sms/sessions/{sessionId}",
+    }.get(endpoint, endpoint)
+
+
+def _zoom_time(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _error_fields(raw: bytes) -> tuple[int | None, str | None]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    code = body.get("code")
+    message = body.get("message")
+    return (
+        code if isinstance(code, int) and not isinstance(code, bool) else None,
+        message if isinstance(message, str) else None,
+    )
+
+
+def _map_error(
+    status: int, code: int | None, message: str | None, endpoint: str, session_id: str | None
+) -> ZoomError:
+    # Zoom's message text is safe to show (it never echoes credentials) but is truncated.
+    text = (message or "no message")[:200]
+    if code == CODE_SESSION_GONE or (status == 404 and endpoint.endswith("/sync") and code is None):
+        return SessionGoneError(
+            f"session does not exist upstream: {text}",
+            status=status,
+            code=code,
+            endpoint=endpoint,
+            session_id=session_id,
+        )
+    if code in (CODE_SYNC_TOKEN, CODE_TOO_MANY_NEW) and status in (400, 404):
+        return SyncTokenInvalid(
+            f"resync needed: {text}",
+            status=status,
+            code=code,
+            endpoint=endpoint,
+            session_id=session_id,
+        )
+    if status in (401, 403):
+        return ZoomAuthError(
+            f"Zoom refused the request: {text}; check the app's scopes "
+            "(phone:read:admin or phone_sms:read:admin)",
+            status=status,
+            code=code,
+            endpoint=endpoint,
+            session_id=session_id,
+        )
+    if status == 404:
+        return ZoomError(
+            f"not found: {text}",
+            status=status,
+            code=code,
+            endpoint=endpoint,
+            session_id=session_id,
+        )
+    return ZoomError(
+        f"Zoom answered {status}: {text}",
+        status=status,
+        code=code,
+        endpoint=endpoint,
+        session_id=session_id,
+    )
