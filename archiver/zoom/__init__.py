@@ -1,0 +1,1 @@
+"""Talking to Zoom: the REST client, OAuth, and the shared per-label rate budgets."""
