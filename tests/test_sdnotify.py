@@ -1,0 +1,227 @@
+"""The sd_notify protocol against real AF_UNIX datagram sockets (a path and an abstract name)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from archiver.ops.sdnotify import Notifier, watchdog_loop
+
+
+class Receiver:
+    """What systemd's end of NOTIFY_SOCKET sees."""
+
+    def __init__(self, sock: socket.socket, env_value: str) -> None:
+        self.sock = sock
+        self.env_value = env_value
+
+    def notifier(self, **extra: str) -> Notifier:
+        return Notifier({"NOTIFY_SOCKET": self.env_value, **extra})
+
+    def recv(self, timeout: float = 2.0) -> bytes:
+        self.sock.settimeout(timeout)
+        return self.sock.recv(65536)
+
+    def drain(self) -> list[bytes]:
+        """Every datagram queued right now, without waiting."""
+        self.sock.setblocking(False)
+        out: list[bytes] = []
+        while True:
+            try:
+                out.append(self.sock.recv(65536))
+            except BlockingIOError:
+                return out
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    # AF_UNIX paths are limited to 107 bytes; pytest's tmp_path can be longer.
+    path = Path(tempfile.mkdtemp(prefix="sdn-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(params=["path", "abstract"])
+def receiver(request: pytest.FixtureRequest, short_dir: Path) -> Iterator[Receiver]:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if request.param == "path":
+        address = str(short_dir / "notify")
+        env_value = address
+    else:
+        name = f"zsa-test-{uuid.uuid4().hex}"
+        address = "\0" + name
+        env_value = "@" + name
+    sock.bind(address)
+    with sock:
+        yield Receiver(sock, env_value)
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (lambda n: n.ready(), b"READY=1"),
+        (lambda n: n.ready(status="archive open"), b"READY=1\nSTATUS=archive open"),
+        (lambda n: n.status("12 sessions, 3 downloads"), b"STATUS=12 sessions, 3 downloads"),
+        (lambda n: n.stopping(), b"STOPPING=1"),
+        (lambda n: n.stopping(status="draining"), b"STOPPING=1\nSTATUS=draining"),
+        (lambda n: n.watchdog(), b"WATCHDOG=1"),
+        (lambda n: n.extend_timeout(90), b"EXTEND_TIMEOUT_USEC=90000000"),
+        (lambda n: n.status("caf\u00e9 \u2713"), "STATUS=caf\u00e9 \u2713".encode()),
+    ],
+)
+def test_messages_arrive(
+    receiver: Receiver, call: Callable[[Notifier], bool], expected: bytes
+) -> None:
+    notifier = receiver.notifier()
+    assert notifier.enabled
+    assert call(notifier) is True
+    assert receiver.recv() == expected
+
+
+def test_status_cannot_inject_other_assignments(receiver: Receiver) -> None:
+    # A line break in a status (e.g. from an error message) must not become READY=1.
+    assert receiver.notifier().status("ok\nREADY=1\r\nSTOPPING=1\0x") is True
+    assert receiver.recv() == b"STATUS=ok READY=1  STOPPING=1 x"
+
+
+@pytest.mark.parametrize("value", [None, "", "vsock:2:1234", "relative/path"])
+def test_no_usable_socket_is_a_no_op(value: str | None) -> None:
+    notifier = Notifier({} if value is None else {"NOTIFY_SOCKET": value})
+    assert not notifier.enabled
+    assert notifier.ready() is False
+    assert notifier.status("x") is False
+    assert notifier.stopping() is False
+    assert notifier.watchdog() is False
+
+
+def test_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", receiver.env_value)
+    assert Notifier().ready() is True
+    assert receiver.recv() == b"READY=1"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert Notifier().ready() is False
+
+
+def test_dead_socket_never_raises_and_logs_once(short_dir: Path) -> None:
+    missing = Notifier({"NOTIFY_SOCKET": str(short_dir / "gone")})
+    closed_path = short_dir / "closed"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(closed_path))
+    closed = Notifier({"NOTIFY_SOCKET": str(closed_path)})  # the file stays, nobody listens
+    abstract = Notifier({"NOTIFY_SOCKET": f"@zsa-nobody-{uuid.uuid4().hex}"})
+    for notifier in (missing, closed, abstract):
+        with capture_logs() as logs:
+            assert notifier.ready() is False
+            assert notifier.watchdog() is False
+            assert notifier.stopping() is False
+        assert [entry["event"] for entry in logs] == ["sdnotify_send_failed"]
+        assert logs[0]["notify"] == "READY"
+
+
+def test_recovery_is_logged(short_dir: Path) -> None:
+    path = short_dir / "notify"
+    notifier = Notifier({"NOTIFY_SOCKET": str(path)})
+    with capture_logs() as logs:
+        assert notifier.watchdog() is False
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(str(path))
+            assert notifier.watchdog() is True
+            assert notifier.watchdog() is True
+    assert [entry["event"] for entry in logs] == ["sdnotify_send_failed", "sdnotify_send_recovered"]
+
+
+def test_full_queue_drops_instead_of_blocking(receiver: Receiver) -> None:
+    # Nobody reads: the kernel queue fills; each further send must fail fast, not block.
+    notifier = receiver.notifier()
+    started = time.monotonic()
+    with capture_logs():
+        results = [notifier.status("x" * 1000) for _ in range(5000)]
+    assert time.monotonic() - started < 5
+    assert results[0] is True
+    assert False in results
+
+
+@pytest.mark.parametrize(
+    ("usec", "pid", "expected"),
+    [
+        (None, None, None),
+        ("30000000", None, 30.0),
+        ("30000000", "SELF", 30.0),
+        ("250000", "SELF", 0.25),
+        ("30000000", "OTHER", None),  # meant for another process (e.g. our parent)
+        ("30000000", "", None),
+        ("30000000", "abc", None),
+        ("0", None, None),
+        ("-5", None, None),
+        ("", None, None),
+        ("30s", None, None),
+    ],
+)
+def test_watchdog_interval(usec: str | None, pid: str | None, expected: float | None) -> None:
+    env = {"NOTIFY_SOCKET": "@x"}
+    if usec is not None:
+        env["WATCHDOG_USEC"] = usec
+    if pid is not None:
+        env["WATCHDOG_PID"] = {"SELF": str(os.getpid()), "OTHER": str(os.getpid() + 1)}.get(
+            pid, pid
+        )
+    assert Notifier(env).watchdog_interval() == expected
+
+
+async def test_watchdog_loop_pings_until_stopped(receiver: Receiver) -> None:
+    notifier = receiver.notifier(WATCHDOG_USEC="100000")  # 0.1 s: a ping every 0.05 s
+    stop = asyncio.Event()
+    task = asyncio.create_task(watchdog_loop(notifier, stop))
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.wait_for(task, timeout=0.2)  # returns promptly, not after a full period
+    pings = receiver.drain()
+    assert 3 <= len(pings) <= 8  # about 6; loose for a loaded CI machine
+    assert set(pings) == {b"WATCHDOG=1"}
+    await asyncio.sleep(0.15)
+    assert receiver.drain() == []
+
+
+async def test_watchdog_loop_stops_pinging_while_the_loop_is_stuck(receiver: Receiver) -> None:
+    notifier = receiver.notifier(WATCHDOG_USEC="100000")
+    stop = asyncio.Event()
+    task = asyncio.create_task(watchdog_loop(notifier, stop))
+    await asyncio.sleep(0.12)
+    assert receiver.drain()
+    time.sleep(0.3)  # a blocking call on the event loop: exactly what the watchdog is for
+    assert receiver.drain() == []
+    await asyncio.sleep(0.12)
+    assert receiver.drain()
+    stop.set()
+    await task
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},  # no notify socket
+        {"NOTIFY_SOCKET": "@x"},  # no watchdog configured
+        {"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"},
+    ],
+)
+async def test_watchdog_loop_returns_at_once_when_off(env: dict[str, str]) -> None:
+    await asyncio.wait_for(watchdog_loop(Notifier(env), asyncio.Event()), timeout=0.1)
+
+
+async def test_watchdog_loop_with_stop_already_set(receiver: Receiver) -> None:
+    stop = asyncio.Event()
+    stop.set()
+    await asyncio.wait_for(
+        watchdog_loop(receiver.notifier(WATCHDOG_USEC="100000"), stop), timeout=0.1
+    )
+    assert receiver.drain() == []
