@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from archiver import __version__
-from archiver.errors import ArchiverError, ConfigError
+from archiver.errors import ArchiverError, ConfigError, ZoomAuthError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -63,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"zoom-sms-archiver: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ZoomAuthError as exc:
+        # Refused credentials are a configuration problem: restarting will not fix them
+        # (systemd's RestartPreventExitStatus=2 stops the restart loop).
+        print(f"zoom-sms-archiver: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ArchiverError as exc:
         print(f"zoom-sms-archiver: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -79,6 +84,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "verify":
         return _verify(args)
+    if args.command == "status":
+        return _status(args)
     if args.command == "demo":
         from archiver.ops.demo import run_demo
 
@@ -95,6 +102,15 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
     return run_command(config, once=args.once)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from archiver.config import load_config
+    from archiver.ops.status import read_status, render, report_json
+
+    report = read_status(load_config(args.config))
+    print(report_json(report) if args.json else render(report))
+    return EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:

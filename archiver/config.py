@@ -418,8 +418,21 @@ def read_client_secret(config: Config, environ: Mapping[str, str] | None = None)
     )
 
 
-def validate_for_run(config: Config) -> None:
+def validate_for_run(config: Config, environ: Mapping[str, str] | None = None) -> None:
     """Checks that only matter when talking to Zoom (status/verify do not need them)."""
+    env = os.environ if environ is None else environ
     for key in ("account_id", "client_id"):
         if not getattr(config.zoom, key):
             raise ConfigError("is required", file=config.source, key=f"zoom.{key}")
+    # Under systemd's sandbox only the StateDirectory is writable: a root elsewhere would fail
+    # later with an obscure read-only-filesystem error, so name the real problem now.
+    state_dirs = [Path(p) for p in env.get("STATE_DIRECTORY", "").split(":") if p]
+    root = Path(config.archive.root).resolve()
+    if state_dirs and not any(root.is_relative_to(d.resolve()) for d in state_dirs):
+        raise ConfigError(
+            f"{root} is outside the service's StateDirectory "
+            f"({', '.join(map(str, state_dirs))}), the only place it may write; "
+            "set archive.root inside it",
+            file=config.source,
+            key="archive.root",
+        )

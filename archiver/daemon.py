@@ -11,19 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import signal
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TextIO
 
 import aiohttp
 
 from archiver import __version__
-from archiver.config import Config, read_client_secret, validate_for_run
+from archiver.config import Config, parse_listen, read_client_secret, validate_for_run
 from archiver.downloads.fetch import Fetcher, download_session
 from archiver.downloads.manager import DownloadManager
 from archiver.downloads.urls import UrlPolicy
 from archiver.errors import ArchiverError
 from archiver.ops.logs import get_logger
+from archiver.ops.metrics import Telemetry, start_server
+from archiver.ops.progress import progress_loop, snapshot
+from archiver.ops.sdnotify import Notifier, watchdog_loop
+from archiver.ops.status import META_BUDGET
 from archiver.store.layout import prepare_root
 from archiver.store.lock import ArchiveLock
 from archiver.store.state import State
@@ -44,6 +52,9 @@ class RunOutcome:
     failed_sessions: dict[str, str]
     new_messages: int
     changed_messages: int
+    attachments: int = 0
+    attachments_failed: int = 0
+    requests: int = 0
 
 
 @contextlib.asynccontextmanager
@@ -71,72 +82,139 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
-async def run(config: Config, *, once: bool, stop: asyncio.Event | None = None) -> RunOutcome:
+async def run(
+    config: Config,
+    *,
+    once: bool,
+    stop: asyncio.Event | None = None,
+    progress_stream: TextIO | None = None,
+) -> RunOutcome:
     validate_for_run(config)
     secret = read_client_secret(config)
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
     log = get_logger(component="daemon")
-    async with open_archive(config) as (state, writer):
-        connector = aiohttp.TCPConnector(limit=64, limit_per_host=32)
-        async with aiohttp.ClientSession(connector=connector, trust_env=False) as http:
-            auth = TokenProvider(
-                http,
-                oauth_url=config.zoom.oauth_url,
-                api_url=config.zoom.api_url,
-                account_id=config.zoom.account_id,
-                client_id=config.zoom.client_id,
-                client_secret=secret,
+    notifier = Notifier()
+    telemetry = Telemetry(poll_interval=config.sync.poll_interval)
+    async with contextlib.AsyncExitStack() as stack:
+        if config.metrics.listen:
+            host, port = parse_listen(config.metrics.listen, "metrics.listen")
+            runner = await start_server(telemetry, host, port)
+            stack.push_async_callback(runner.cleanup)
+        state, writer = await stack.enter_async_context(open_archive(config))
+        telemetry.writer, telemetry.archive_open = writer, True
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=64, limit_per_host=32), trust_env=False
             )
-            await auth.token()
-            client = ZoomClient(http, auth, Budgets(config.rate_limits))
-            policy = UrlPolicy(
-                allowed_schemes=config.downloads.allowed_schemes,
-                allowed_hosts=config.downloads.allowed_hosts,
-                allow_private_addresses=config.downloads.allow_private_addresses,
-            )
-            async with download_session(policy, config.downloads.workers * 2) as files:
-                fetcher = Fetcher(
-                    files, policy, tmp_dir=config.root / "tmp", max_bytes=config.downloads.max_bytes
+        )
+        auth = TokenProvider(
+            http,
+            oauth_url=config.zoom.oauth_url,
+            api_url=config.zoom.api_url,
+            account_id=config.zoom.account_id,
+            client_id=config.zoom.client_id,
+            client_secret=secret,
+        )
+        await auth.token()
+        budgets = Budgets(config.rate_limits)
+        client = ZoomClient(http, auth, budgets)
+        policy = UrlPolicy(
+            allowed_schemes=config.downloads.allowed_schemes,
+            allowed_hosts=config.downloads.allowed_hosts,
+            allow_private_addresses=config.downloads.allow_private_addresses,
+        )
+        files = await stack.enter_async_context(
+            download_session(policy, config.downloads.workers * 2)
+        )
+        fetcher = Fetcher(
+            files, policy, tmp_dir=config.root / "tmp", max_bytes=config.downloads.max_bytes
+        )
+        downloads = DownloadManager(
+            config.downloads,
+            config.root,
+            state=state,
+            writer=writer,
+            client=client,
+            fetcher=fetcher,
+        )
+        downloads.load_pending()
+        session_sync = SessionSync(
+            client, writer, state, count=config.sync.count, on_archived=downloads.on_archived
+        )
+        supervisor = Supervisor(
+            config, client, state, session_sync, once=once, idle_check=downloads.idle
+        )
+        telemetry.supervisor, telemetry.downloads = supervisor, downloads
+        telemetry.client, telemetry.budgets, telemetry.auth = client, budgets, auth
+        log.info("archiver_started", root=str(config.root), once=once)
+        notifier.ready(f"archive open at seq {writer.seq}; token obtained")
+        side_stop = asyncio.Event()
+        side_tasks = [
+            asyncio.create_task(watchdog_loop(notifier, side_stop)),
+            asyncio.create_task(_status_loop(notifier, telemetry, state, side_stop)),
+            asyncio.create_task(
+                progress_loop(
+                    telemetry,
+                    side_stop,
+                    stream=progress_stream if once else _NOT_A_TTY,
+                    interval=10.0 if once else 60.0,
                 )
-                downloads = DownloadManager(
-                    config.downloads,
-                    config.root,
-                    state=state,
-                    writer=writer,
-                    client=client,
-                    fetcher=fetcher,
-                )
-                downloads.load_pending()
-                session_sync = SessionSync(
-                    client,
-                    writer,
-                    state,
-                    count=config.sync.count,
-                    on_archived=downloads.on_archived,
-                )
-                supervisor = Supervisor(
-                    config, client, state, session_sync, once=once, idle_check=downloads.idle
-                )
-                log.info("archiver_started", root=str(config.root), once=once)
-                await _supervise(supervisor, downloads, stop, config.sync.shutdown_grace)
-            progress = supervisor.progress
-            log.info(
-                "archiver_stopped",
-                messages_new=progress.messages_new,
-                messages_changed=progress.messages_changed,
-                pages=progress.pages,
-                requests=client.requests,
-                failed_sessions=len(supervisor.failed_sessions),
-                attachments=downloads.stats.done,
-                attachments_failed=downloads.stats.failed,
-            )
-            return RunOutcome(
-                ok=not supervisor.failed_sessions,
-                failed_sessions=dict(supervisor.failed_sessions),
-                new_messages=progress.messages_new,
-                changed_messages=progress.messages_changed,
-            )
+            ),
+        ]
+        try:
+            await _supervise(supervisor, downloads, stop, config.sync.shutdown_grace)
+        finally:
+            notifier.stopping("draining and closing the archive")
+            side_stop.set()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
+        progress = supervisor.progress
+        log.info(
+            "archiver_stopped",
+            messages_new=progress.messages_new,
+            messages_changed=progress.messages_changed,
+            pages=progress.pages,
+            requests=client.requests,
+            failed_sessions=len(supervisor.failed_sessions),
+            attachments=downloads.stats.done,
+            attachments_failed=downloads.stats.failed,
+        )
+        return RunOutcome(
+            ok=not supervisor.failed_sessions,
+            failed_sessions=dict(supervisor.failed_sessions),
+            new_messages=progress.messages_new,
+            changed_messages=progress.messages_changed,
+            attachments=downloads.stats.done,
+            attachments_failed=downloads.stats.failed,
+            requests=client.requests,
+        )
+
+
+class _NotATty(io.StringIO):
+    """Progress of the daemon always goes to the log, never to bars."""
+
+    def isatty(self) -> bool:
+        return False
+
+
+_NOT_A_TTY = _NotATty()
+
+
+async def _status_loop(
+    notifier: Notifier, telemetry: Telemetry, state: State, stop: asyncio.Event
+) -> None:
+    """systemd's STATUS= line, and the budget snapshot that `status` reads from the state."""
+    while not stop.is_set():
+        snap = snapshot(telemetry)
+        notifier.status(
+            f"{snap.messages} messages, {snap.attachments} attachments archived; "
+            f"{snap.sessions_pending} sessions and {snap.attachments_queued} downloads pending"
+        )
+        if telemetry.budgets is not None:
+            budget = {"at": time.time(), "labels": telemetry.budgets.snapshot()}
+            state.set_meta(META_BUDGET, json.dumps(budget))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 5.0)
 
 
 async def _supervise(

@@ -8,6 +8,7 @@
     └── ZoomError                           talking to Zoom failed (status, code, endpoint, session)
         ├── ZoomAuthError                   credentials refused / token cannot be had
         ├── ZoomRateLimited                 429 after the budget's own handling
+        │   └── BudgetExhausted             a label paused for long (daily cap): park the work
         ├── ZoomTransientError              5xx, reset, timeout, truncated body (retryable)
         ├── ZoomResponseError (also ValueError)  a response that does not fit
         ├── SessionGoneError                404 code 12004

@@ -19,6 +19,7 @@ def write_config(
     sync: str = "",
     rate_limits: str = 'plan = "unlimited"',
     downloads: str = "",
+    metrics_listen: str = "",
 ) -> Path:
     """A config file for `run` against simulator `sim` (an archiver.simulator.Simulator or a
     dict with its printed URLs and credentials)."""
@@ -63,7 +64,7 @@ allow_private_addresses = true
 {downloads}
 
 [metrics]
-listen = ""
+listen = "{metrics_listen}"
 
 [log]
 level = "warning"

@@ -157,3 +157,15 @@ def test_cli_exits_2_with_the_key_named(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert f"{path}: sync.count: 300 is above Zoom's maximum of 250" in proc.stderr
+
+
+def test_archive_root_must_be_inside_systemd_state_directory(tmp_path: Path) -> None:
+    from archiver.config import validate_for_run
+
+    path = write(tmp_path, '[zoom]\naccount_id = "a"\nclient_id = "c"\n[archive]\nroot = "arch"\n')
+    config = load_config(path)
+    validate_for_run(config, {})
+    validate_for_run(config, {"STATE_DIRECTORY": str(tmp_path)})
+    with pytest.raises(ConfigError, match="outside the service's StateDirectory") as info:
+        validate_for_run(config, {"STATE_DIRECTORY": "/var/lib/elsewhere"})
+    assert info.value.key == "archive.root"

@@ -24,6 +24,7 @@ from archiver.ops.logs import get_logger
 from archiver.sync.session import SessionSync, StepResult
 from archiver.sync.windows import day_start, month_windows
 from archiver.zoom.client import ZoomClient
+from archiver.zoom.ratelimit import BudgetExhausted
 
 INCREMENTAL, BACKFILL = 0, 1
 BACKFILL_PAGES_PER_TURN = 8
@@ -92,6 +93,9 @@ class Supervisor:
     @property
     def pending(self) -> int:
         return len(self._queued) + len(self._busy)
+
+    def pending_backfill(self) -> int:
+        return sum(1 for _ in self._state.sessions(backfill_done=False))
 
     # --- main loop ------------------------------------------------------------------------
 
@@ -252,6 +256,14 @@ class Supervisor:
             self._fatal = exc
             self._stop.set()
             return
+        except BudgetExhausted as exc:
+            # Not the session's fault: park it until the label's budget is back.
+            log.warning("session_parked", label=exc.label, resume_in=round(exc.wait))
+            if self._once:
+                self.failed_sessions[session_id] = str(exc)
+                return
+            self._retry_later(session_id, priority, exc.wait)
+            return
         except ZoomError as exc:
             self._record_failure(session_id, priority, exc)
             log.error("session_failed", error=str(exc), error_type=type(exc).__name__)
@@ -281,6 +293,9 @@ class Supervisor:
             return
         # Retry later, after a pause that grows with repeated failures.
         delay = min(300.0, 2.0**attempts) if not self._once else 0.5 * attempts
+        self._retry_later(session_id, priority, delay)
+
+    def _retry_later(self, session_id: str, priority: int, delay: float) -> None:
         self._retrying.add(session_id)
 
         def retry() -> None:

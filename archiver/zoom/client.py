@@ -72,7 +72,7 @@ class ZoomClient:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._timeout = aiohttp.ClientTimeout(total=self._policy.request_timeout)
         self.requests = 0
-        self.responses_by_status: dict[int, int] = {}
+        self.by_label_status: dict[tuple[str, int], int] = {}
 
     @property
     def auth(self) -> TokenProvider:
@@ -153,19 +153,20 @@ class ZoomClient:
                 await asyncio.sleep(self._backoff(transient))
                 continue
             self.requests += 1
-            self.responses_by_status[status] = self.responses_by_status.get(status, 0) + 1
-            category = headers.get("X-RateLimit-Category")
-            if category:
-                self._budgets.learn_category(endpoint, category)
-            body_text = raw.decode("utf-8", errors="replace")
-            self._budgets.on_response(label, status, headers, body_text)
+            key = (label, status)
+            self.by_label_status[key] = self.by_label_status.get(key, 0) + 1
+            # Only a 429's body matters to the budget (the daily-limit text); decoding every
+            # 250-message page for nothing would cost CPU on the hot path.
+            self._budgets.on_response(
+                label, status, headers, raw if status == 429 else None, endpoint=endpoint
+            )
             if status == 200:
                 try:
                     return json.loads(raw)
                 except ValueError:
                     raise ZoomResponseError(
                         "response is not JSON"
-                        + (" (an HTML page)" if body_text.lstrip().startswith("<") else ""),
+                        + (" (an HTML page)" if raw.lstrip().startswith(b"<") else ""),
                         status=status,
                         endpoint=template,
                         session_id=session_id,

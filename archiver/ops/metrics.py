@@ -1,0 +1,196 @@
+"""Prometheus metrics, `/healthz` and `/readyz` on `metrics.listen` (loopback by default).
+
+Metrics are read from the live objects at scrape time by one custom collector, instead of
+sprinkling counter calls through the hot paths: the supervisor, download manager, client,
+budgets and writer already count what matters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class Telemetry:
+    """What the collector and the health checks read; filled in by the daemon as it starts."""
+
+    poll_interval: float
+    supervisor: Any = None
+    downloads: Any = None
+    client: Any = None
+    budgets: Any = None
+    writer: Any = None
+    auth: Any = None
+    archive_open: bool = False
+
+    def ready(self) -> tuple[bool, str]:
+        if not self.archive_open or self.writer is None:
+            return False, "archive not open"
+        if self.auth is None or not self.auth.valid:
+            return False, "no valid access token"
+        last = self.supervisor.progress.last_poll_at if self.supervisor else None
+        if last is None:
+            return False, "no successful poll yet"
+        # Allow a slow poll (big windows, rate limits) three intervals plus a minute.
+        if time.time() - last > 3 * self.poll_interval + 60:
+            return False, f"last successful poll {time.time() - last:.0f} s ago"
+        return True, "ok"
+
+
+class ArchiverCollector(Collector):
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._t = telemetry
+
+    def collect(self) -> Iterator[Metric]:
+        t = self._t
+        if t.supervisor is not None:
+            yield from self._sync_metrics(t.supervisor)
+        if t.downloads is not None:
+            yield from self._download_metrics(t.downloads)
+        if t.client is not None:
+            requests = CounterMetricFamily(
+                "zsa_api_requests",
+                "Zoom API responses by label and HTTP status",
+                labels=["label", "status"],
+            )
+            for (label, status), count in sorted(t.client.by_label_status.items()):
+                requests.add_metric([label, str(status)], count)
+            yield requests
+        if t.budgets is not None:
+            yield from self._budget_metrics(t.budgets.snapshot())
+        if t.writer is not None:
+            yield GaugeMetricFamily("zsa_manifest_seq", "Last manifest seq", value=t.writer.seq)
+
+    @staticmethod
+    def _sync_metrics(supervisor: Any) -> Iterator[Metric]:
+        progress = supervisor.progress
+        yield CounterMetricFamily(
+            "zsa_messages_archived",
+            "Message lines written (new messages)",
+            value=progress.messages_new,
+        )
+        yield CounterMetricFamily(
+            "zsa_messages_changed",
+            "Message lines written for changed content",
+            value=progress.messages_changed,
+        )
+        yield CounterMetricFamily("zsa_sync_pages", "Sync pages made durable", value=progress.pages)
+        failures = CounterMetricFamily(
+            "zsa_sync_failures", "Failed session steps by error", labels=["error"]
+        )
+        for kind, count in sorted(progress.failures.items()):
+            failures.add_metric([kind], count)
+        yield failures
+        yield GaugeMetricFamily(
+            "zsa_sessions_pending", "Sessions queued or in progress", value=supervisor.pending
+        )
+        yield GaugeMetricFamily(
+            "zsa_sessions_pending_backfill",
+            "Known sessions whose backfill is not finished",
+            value=supervisor.pending_backfill(),
+        )
+        if progress.last_poll_at is not None:
+            yield GaugeMetricFamily(
+                "zsa_last_successful_poll_timestamp_seconds",
+                "Unix time of the last complete discovery poll",
+                value=progress.last_poll_at,
+            )
+
+    @staticmethod
+    def _download_metrics(downloads: Any) -> Iterator[Metric]:
+        stats = downloads.stats
+        yield CounterMetricFamily(
+            "zsa_attachments_archived", "Attachment lines written", value=stats.done
+        )
+        yield CounterMetricFamily(
+            "zsa_attachment_bytes", "Attachment bytes downloaded and stored", value=stats.bytes
+        )
+        yield CounterMetricFamily(
+            "zsa_url_refreshes", "Fresh download URLs fetched", value=stats.refreshes
+        )
+        failed = CounterMetricFamily(
+            "zsa_attachments_failed", "attachment_failed lines by reason", labels=["reason"]
+        )
+        for reason, count in sorted(stats.failures_by_reason.items()):
+            failed.add_metric([reason], count)
+        yield failed
+        yield GaugeMetricFamily(
+            "zsa_download_queue_depth", "Attachments waiting or downloading", value=downloads.depth
+        )
+        earliest = downloads.earliest_deadline()
+        if earliest is not None:
+            yield GaugeMetricFamily(
+                "zsa_download_earliest_deadline_margin_seconds",
+                "Seconds until the earliest queued download URL expires",
+                value=earliest - time.time(),
+            )
+
+    @staticmethod
+    def _budget_metrics(snapshot: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+        limited = CounterMetricFamily("zsa_api_429", "429 responses by label", labels=["label"])
+        waited = CounterMetricFamily(
+            "zsa_throttle_wait_seconds", "Time spent waiting for budget", labels=["label"]
+        )
+        rate = GaugeMetricFamily(
+            "zsa_budget_rate", "Current allowed request rate (req/s)", labels=["label"]
+        )
+        ceiling = GaugeMetricFamily(
+            "zsa_budget_configured_rate",
+            "Configured share of the label's rate (req/s)",
+            labels=["label"],
+        )
+        utilisation = GaugeMetricFamily(
+            "zsa_budget_utilisation", "Recent request rate / configured rate", labels=["label"]
+        )
+        for label, values in sorted(snapshot.items()):
+            limited.add_metric([label], values.get("rate_limited") or 0)
+            waited.add_metric([label], values.get("wait_seconds") or 0.0)
+            if values.get("current_rate") is not None:
+                rate.add_metric([label], values["current_rate"])
+            if values.get("configured_rate"):
+                ceiling.add_metric([label], values["configured_rate"])
+                recent = values.get("recent_rate") or 0.0
+                utilisation.add_metric([label], recent / values["configured_rate"])
+        yield from (limited, waited, rate, ceiling, utilisation)
+
+
+def build_app(telemetry: Telemetry) -> web.Application:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ArchiverCollector(telemetry))
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, reason = telemetry.ready()
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "reason": reason},
+            status=200 if ready else 503,
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def start_server(telemetry: Telemetry, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(build_app(telemetry), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
