@@ -1,0 +1,91 @@
+"""Where things live under the archive root (DESIGN.md, "Archive format").
+
+Every path is built from a validated SHA-256 hex digest or an integer segment number, never from
+a name or id that came from Zoom, so nothing upstream can steer a write outside ROOT
+(invariant 2).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Final
+
+from archiver.store.manifest import is_hex_digest, parse_segment_name, segment_name
+
+MANIFEST_DIR: Final = "manifest"
+BLOBS_DIR: Final = "blobs/sha256"
+TMP_DIR: Final = "tmp"
+STATE_FILE: Final = "state.sqlite3"
+LOCK_FILE: Final = "LOCK"
+_PRIVATE_DIR: Final = 0o700
+
+
+def prepare_root(root: Path) -> None:
+    """Create ROOT and its folders, and empty tmp/ of partial downloads from an earlier run.
+
+    Call it while holding the ArchiveLock: emptying tmp/ under a running daemon would pull its
+    in-flight downloads away.
+    """
+    _make_private_dir(root)
+    for sub in (MANIFEST_DIR, BLOBS_DIR, TMP_DIR):
+        _make_private_dir(root / sub)
+    with os.scandir(root / TMP_DIR) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def _make_private_dir(path: Path) -> None:
+    if path.is_dir():
+        return  # an operator may have opened permissions on purpose; leave them be
+    path.mkdir(mode=_PRIVATE_DIR, parents=True, exist_ok=True)
+    path.chmod(_PRIVATE_DIR)  # mkdir's mode is filtered by the umask
+
+
+def blob_relpath(sha256_hex: str) -> str:
+    """`blobs/sha256/ab/<hex>`: a blob's path relative to ROOT, as written in attachment lines."""
+    if not is_hex_digest(sha256_hex):
+        raise ValueError("a blob is named by a lowercase 64-digit SHA-256 hex digest")
+    return f"{BLOBS_DIR}/{sha256_hex[:2]}/{sha256_hex}"
+
+
+def blob_path(root: Path, sha256_hex: str) -> Path:
+    return root / blob_relpath(sha256_hex)
+
+
+def manifest_dir(root: Path) -> Path:
+    return root / MANIFEST_DIR
+
+
+def segment_path(root: Path, n: int) -> Path:
+    return root / MANIFEST_DIR / segment_name(n)
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """The canonically named segment files in `directory`, in order (gaps included)."""
+    if not directory.is_dir():
+        return []
+    found = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            n = parse_segment_name(entry.name)
+            if n is not None and entry.is_file(follow_symlinks=False):
+                found.append((n, Path(entry.path)))
+    return sorted(found)
+
+
+def missing_segments(numbers: list[int]) -> list[tuple[int, int]]:
+    """Ranges (first, last) of segment numbers absent from 1..max: a manifest has none.
+
+    Ranges rather than numbers, so a stray `999999999.jsonl` costs one entry, not a billion.
+    """
+    gaps, expected = [], 1
+    for n in sorted(numbers):
+        if n > expected:
+            gaps.append((expected, n - 1))
+        expected = n + 1
+    return gaps
