@@ -1,0 +1,223 @@
+"""The simulator's knobs: one frozen dataclass, validated on construction.
+
+Each field's `metadata["doc"]` is its documentation; the `simulate` command builds its flags
+from it, so a knob cannot exist without a flag and a help text. Fields in `FIXED_AT_START`
+shape the generated data or the sockets; every other field is a *switch* that
+`Simulator.set_switches` (and `POST /_sim/switches`) may change while the simulator runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar, get_type_hints
+
+from archiver.config import ENDPOINTS, LABELS
+from archiver.errors import ConfigError
+
+T = TypeVar("T")
+
+PLANS: Final = ("pro", "business")
+HEADER_STYLES: Final = ("full", "iso", "none")
+FAULTS: Final = ("fault_5xx", "fault_reset", "fault_truncate", "fault_slow", "fault_stall")
+DEFAULT_LABELS: Final = dict.fromkeys(ENDPOINTS, "medium")
+FIXED_AT_START: Final = frozenset(
+    {
+        "host",
+        "port",
+        "file_port",
+        "seed",
+        "sessions",
+        "anchor",
+        "history_days",
+        "mean_messages",
+        "busy_fraction",
+        "max_messages",
+        "large_attachments",
+        "large_attachment_bytes",
+        "jwt_secret",
+    }
+)
+
+
+def knob(default: T, doc: str) -> T:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    # --- sockets and credentials ---
+    host: str = knob("127.0.0.1", "address both servers listen on")
+    port: int = knob(0, "API + OAuth + control port (0 = a free port)")
+    file_port: int = knob(0, "attachment file host port (0 = a free port)")
+    account_id: str = knob("sim-account", "the only account_id the OAuth endpoint accepts")
+    client_id: str = knob("sim-client", "OAuth client id")
+    client_secret: str = knob("sim-secret", "OAuth client secret")
+    token_lifetime: float = knob(3600.0, "access token lifetime in seconds")
+    jwt_lifetime: float = knob(
+        172800.0, "attachment URL (JWT) lifetime in seconds; negative = already expired"
+    )
+    jwt_secret: str = knob(
+        "sim-jwt-secret-for-attachment-urls", "HS256 key of the attachment JWTs (>= 32 bytes)"
+    )
+    # --- generated data (same values => byte-identical data) ---
+    seed: int = knob(1, "seed of the generated data")
+    sessions: int = knob(20, "number of generated sessions")
+    anchor: str = knob(
+        "now",
+        "time of the newest generated message: 'now' = the start of the current UTC day, or "
+        "YYYY-MM-DDTHH:MM:SSZ for data that is byte-identical on every day",
+    )
+    history_days: float = knob(400.0, "how far before the anchor generated messages go")
+    mean_messages: float = knob(25.0, "mean messages of an ordinary session")
+    busy_fraction: float = knob(0.1, "fraction of busy sessions (100..max_messages messages)")
+    max_messages: int = knob(1000, "cap on the messages of one generated session")
+    attachment_probability: float = knob(0.2, "chance that a message is an MMS (1..10 files)")
+    max_attachment_bytes: int = knob(1 << 20, "largest ordinary attachment")
+    large_attachments: int = knob(0, "how many attachments get large_attachment_bytes")
+    large_attachment_bytes: int = knob(2 << 30, "size of the large attachments")
+    # --- rate limits ---
+    plan: str = knob("business", "Zoom Phone rate-limit table: pro or business")
+    rate_limits: bool = knob(False, "enforce the per-label limits and the Heavy daily cap")
+    labels: Mapping[str, str] = field(
+        default_factory=lambda: dict(DEFAULT_LABELS),
+        metadata={"doc": "rate-limit label per endpoint (light, medium, heavy)"},
+    )
+    daily_cap: int | None = knob(None, "Heavy daily cap instead of the plan's 15000/30000")
+    header_style: str = knob("full", "rate-limit headers: full, iso or none")
+    # --- quirks Zoom might have (zoom/README.md) ---
+    quirk_overlap: bool = knob(False, "BSync/ISync pages repeat the previous window's boundary")
+    quirk_ascending: bool = knob(False, "sync pages oldest first instead of newest first")
+    quirk_duplicate: bool = knob(False, "a message appears twice inside a sync page")
+    quirk_no_token_on_empty: bool = knob(False, "empty sync pages carry no sync_token")
+    quirk_list_deleted: bool = knob(
+        False, "the session list still shows deleted sessions (which answer 404, 12004)"
+    )
+    quirk_expired_jwt_200: bool = knob(
+        False, "expired/forged attachment JWT answered 200 with a JSON error body"
+    )
+    # --- faults (probability per request, API and file host) ---
+    fault_5xx: float = knob(0.0, "answer 500/502/503 with a JSON or HTML body")
+    fault_reset: float = knob(0.0, "reset the connection without an answer")
+    fault_truncate: float = knob(0.0, "send fewer bytes than Content-Length, then close")
+    fault_slow: float = knob(0.0, "answer after slow_seconds")
+    slow_seconds: float = knob(2.0, "delay of a slow answer")
+    fault_stall: float = knob(0.0, "stall for stall_seconds (downloads: mid-body), then go on")
+    stall_seconds: float = knob(600.0, "length of a stall")
+    # --- live traffic and sync tokens ---
+    live_rate: float = knob(0.0, "new messages per second while running (0 = off)")
+    token_expiry: float | None = knob(None, "sync tokens expire after this many seconds")
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        object.__setattr__(self, "labels", {**DEFAULT_LABELS, **self.labels})
+        for endpoint, label in self.labels.items():
+            if endpoint not in ENDPOINTS:
+                raise ConfigError(
+                    f"unknown endpoint; known: {', '.join(ENDPOINTS)}", key=f"labels.{endpoint}"
+                )
+            if label not in LABELS:
+                raise ConfigError(
+                    f"{label!r} is not one of {', '.join(LABELS)}", key=f"labels.{endpoint}"
+                )
+        _one_of(self.plan, PLANS, "plan")
+        _one_of(self.header_style, HEADER_STYLES, "header_style")
+        _check_ranges(self)
+        if len(self.jwt_secret.encode()) < 32:
+            raise ConfigError("must be at least 32 bytes (RFC 7518 for HS256)", key="jwt_secret")
+        anchor_ms(self.anchor)
+
+    def with_switches(self, **changes: Any) -> SimulatorConfig:
+        """A copy with some switches changed; data knobs are refused once running."""
+        fixed = sorted(set(changes) & FIXED_AT_START)
+        if fixed:
+            raise ConfigError("cannot be changed while the simulator runs", key=fixed[0])
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError("unknown switch", key=unknown[0])
+        return dataclasses.replace(self, **changes)
+
+    def switches(self) -> dict[str, Any]:
+        """The current run-time switches, JSON-ready."""
+        return {
+            f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v)
+            for f in dataclasses.fields(self)
+            if f.name not in FIXED_AT_START and f.name != "client_secret"
+        }
+
+
+def anchor_ms(anchor: str, now: float | None = None) -> int:
+    """The anchor as Unix milliseconds; 'now' is today's UTC midnight."""
+    if anchor == "now":
+        moment = datetime.now(UTC) if now is None else datetime.fromtimestamp(now, UTC)
+        return int(moment.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()) * 1000
+    try:
+        parsed = datetime.strptime(anchor, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ConfigError(
+            f"{anchor!r} is not YYYY-MM-DDTHH:MM:SSZ or 'now'", key="anchor"
+        ) from None
+    return int(parsed.timestamp()) * 1000
+
+
+def _check_types(config: SimulatorConfig) -> None:
+    # Switches arrive as JSON over the control endpoint: refuse a string where a number goes.
+    hints = get_type_hints(SimulatorConfig)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        hint = hints[f.name]
+        optional = hint in (int | None, float | None)
+        if optional and value is None:
+            continue
+        base = {int | None: int, float | None: float}.get(hint, hint)
+        if base is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(config, f.name, float(value))
+            continue
+        expected = Mapping if f.name == "labels" else base
+        if not isinstance(value, expected) or (base is not bool and isinstance(value, bool)):
+            raise ConfigError(
+                f"{value!r} is not of type {getattr(base, '__name__', base)}", key=f.name
+            )
+
+
+def _check_ranges(config: SimulatorConfig) -> None:
+    for name in (*FAULTS, "attachment_probability", "busy_fraction"):
+        value = getattr(config, name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{value} is not a probability in [0, 1]", key=name)
+    if sum(getattr(config, name) for name in FAULTS) > 1.0:
+        raise ConfigError("the fault probabilities add up to more than 1", key="fault_5xx")
+    for name in (
+        "port",
+        "file_port",
+        "sessions",
+        "max_attachment_bytes",
+        "large_attachments",
+        "large_attachment_bytes",
+        "slow_seconds",
+        "stall_seconds",
+        "live_rate",
+    ):
+        _at_least(getattr(config, name), 0, name)
+    for name in ("token_lifetime", "history_days", "mean_messages", "token_expiry"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{value} must be greater than 0", key=name)
+    _at_least(config.max_messages, 1, "max_messages")
+    if config.daily_cap is not None:
+        _at_least(config.daily_cap, 0, "daily_cap")
+    if not math.isfinite(config.jwt_lifetime):
+        raise ConfigError("must be a finite number of seconds", key="jwt_lifetime")
+
+
+def _one_of(value: str, options: tuple[str, ...], key: str) -> None:
+    if value not in options:
+        raise ConfigError(f"{value!r} is not one of {', '.join(options)}", key=key)
+
+
+def _at_least(value: float, minimum: float, key: str) -> None:
+    if value < minimum:
+        raise ConfigError(f"{value} must be at least {minimum}", key=key)

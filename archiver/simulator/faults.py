@@ -1,0 +1,111 @@
+"""Fault injection for both servers, drawn from the fault RNG (never the data RNG).
+
+One draw per request picks at most one fault, with the probabilities of the `fault_*`
+switches. The middleware acts out 5xx, reset, slow and stall itself, and truncates plain
+(non-streamed) answers; a streaming handler (the file host) finds the fault under `FAULT`
+in the request and truncates or stalls mid-body on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import struct
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from archiver.simulator.config import FAULTS, SimulatorConfig
+from archiver.simulator.state import SimState
+
+FAULT: Final = web.RequestKey("sim_fault", str)
+CONTROL_PREFIX: Final = "/_sim"
+
+
+def choose_fault(config: SimulatorConfig, rng: random.Random) -> str | None:
+    """'5xx', 'reset', 'truncate', 'slow', 'stall' or None, by the configured odds."""
+    if not any(getattr(config, name) for name in FAULTS):
+        return None  # the common case costs no RNG draw
+    roll = rng.random()
+    for name in FAULTS:
+        roll -= getattr(config, name)
+        if roll < 0:
+            return name.removeprefix("fault_")
+    return None
+
+
+def abort(request: web.Request) -> None:
+    """Close the connection with a TCP reset, as a crashed proxy would."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+def server_error(rng: random.Random) -> web.Response:
+    status = rng.choice((500, 502, 503))
+    if rng.random() < 0.5:
+        body = json.dumps({"code": status, "message": "Internal Server Error"})
+        return web.Response(status=status, text=body, content_type="application/json")
+    html = f"<html><head><title>{status}</title></head><body><h1>{status}</h1></body></html>"
+    return web.Response(status=status, text=html, content_type="text/html")
+
+
+async def truncate(request: web.Request, response: web.Response) -> web.StreamResponse:
+    """Send the head with the full Content-Length, half the body, then reset."""
+    body = response.body
+    assert isinstance(body, bytes), "plain answers carry bytes"
+    stream = web.StreamResponse(status=response.status, headers=response.headers)
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    await stream.write(body[: len(body) // 2])
+    abort(request)
+    return stream
+
+
+def fault_middleware(state: SimState, *, streamed: frozenset[str], count: bool) -> Middleware:
+    """Faults (and, with `count`, request/status counting) for every non-control path."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):
+            return await handler(request)
+        config, stats = state.config, state.stats
+        if count:
+            stats.requests_total += 1
+        fault = choose_fault(config, state.fault_rng)
+        if fault is not None:
+            stats.faults[fault] += 1
+        if fault == "5xx":
+            return _counted(state, count, server_error(state.fault_rng))
+        if fault == "reset":
+            abort(request)
+            return web.Response()
+        if fault == "slow":
+            await asyncio.sleep(config.slow_seconds)
+        if fault == "stall" and fault not in streamed:
+            await asyncio.sleep(config.stall_seconds)
+        if fault is not None:
+            request[FAULT] = fault
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _counted(state, count, exc)
+            raise
+        if fault == "truncate" and fault not in streamed and isinstance(response, web.Response):
+            return await truncate(request, response)
+        return _counted(state, count, response)
+
+    return middleware
+
+
+def _counted(state: SimState, count: bool, response: web.StreamResponse) -> web.StreamResponse:
+    if count:
+        state.stats.by_status[response.status] += 1
+    return response
