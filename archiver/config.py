@@ -295,7 +295,8 @@ def _relative_to(base: Path, value: str | None) -> str | None:
 
 def config_from_mapping(raw: Mapping[str, Any]) -> Config:
     """Build a Config from parsed TOML; every key checked for name and type."""
-    return _build(Config, raw, prefix="")
+    config: Config = _build(Config, raw, prefix="")
+    return config
 
 
 def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:
@@ -317,7 +318,7 @@ def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str) -> Any:
 
 
 def _convert(value: Any, hint: Any, key: str) -> Any:  # noqa: PLR0911, PLR0912 - a branch per type
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"must be a table ([{key}]), not {_tname(value)}", key=key)
         return _build(hint, value, prefix=f"{key}.")

@@ -61,8 +61,8 @@ class RunOutcome:
 async def open_archive(config: Config) -> AsyncIterator[tuple[State, ManifestWriter]]:
     """Lock the root, repair a torn tail, open state and writer; record start and stop."""
     root = config.root
-    prepare_root(root)
     with ArchiveLock(root):
+        prepare_root(root)  # after the lock: it empties tmp/, which a running daemon uses
         state = State.open(root)
         try:
             writer = await ManifestWriter.open(root, state)

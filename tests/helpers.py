@@ -9,6 +9,8 @@ from typing import Any
 
 from archiver.config import Config, load_config
 
+SYNC_DEFAULTS = 'history_start = "2024-01-01"\npoll_interval = 1\nworkers = 4'
+
 
 def write_config(
     directory: Path,
@@ -23,13 +25,17 @@ def write_config(
 ) -> Path:
     """A config file for `run` against simulator `sim` (an archiver.simulator.Simulator or a
     dict with its printed URLs and credentials)."""
-    info = sim if isinstance(sim, dict) else {
-        "api_url": sim.api_url,
-        "oauth_url": sim.oauth_url,
-        "account_id": sim.account_id,
-        "client_id": sim.client_id,
-        "client_secret": sim.client_secret,
-    }
+    info = (
+        sim
+        if isinstance(sim, dict)
+        else {
+            "api_url": sim.api_url,
+            "oauth_url": sim.oauth_url,
+            "account_id": sim.account_id,
+            "client_id": sim.client_id,
+            "client_secret": sim.client_secret,
+        }
+    )
     directory.mkdir(parents=True, exist_ok=True)
     secret = directory / "client_secret"
     secret.write_text(info["client_secret"])
@@ -49,10 +55,7 @@ oauth_url = "{info["oauth_url"]}"
 root = "{root}"
 
 [sync]
-history_start = "2024-01-01"
-poll_interval = 1
-workers = 4
-{sync}
+{_merge_lines(SYNC_DEFAULTS, sync)}
 
 [rate_limits]
 {rate_limits}
@@ -74,6 +77,15 @@ format = "json"
         encoding="utf-8",
     )
     return path
+
+
+def _merge_lines(defaults: str, overrides: str) -> str:
+    """`key = value` lines: overrides replace defaults with the same key (TOML forbids twice)."""
+    merged: dict[str, str] = {}
+    for line in [*defaults.splitlines(), *overrides.splitlines()]:
+        if line.strip():
+            merged[line.split("=", 1)[0].strip()] = line
+    return "\n".join(merged.values())
 
 
 def load(path: Path) -> Config:

@@ -105,8 +105,15 @@ async def test_status_reports_sessions_downloads_and_budget(tmp_path: Path) -> N
         outcome = await daemon.run(load(path), once=True)
         assert outcome.ok
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "archiver", "status", "--config", str(path), "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "archiver",
+        "status",
+        "--config",
+        str(path),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
@@ -116,15 +123,30 @@ async def test_status_reports_sessions_downloads_and_budget(tmp_path: Path) -> N
     assert report["downloads"]["done"] == outcome.attachments
     assert report["manifest_seq"] > 0
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "archiver", "status", "--config", str(path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "archiver",
+        "status",
+        "--config",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
     assert "15 known, 15 backfilled" in out.decode()
 
 
 def test_status_before_first_run_says_so(tmp_path: Path) -> None:
-    path = write_config(tmp_path, {"api_url": "http://127.0.0.1:9/v2", "oauth_url": "http://127.0.0.1:9/oauth/token", "account_id": "a", "client_id": "c", "client_secret": "s"})
+    path = write_config(
+        tmp_path,
+        {
+            "api_url": "http://127.0.0.1:9/v2",
+            "oauth_url": "http://127.0.0.1:9/oauth/token",
+            "account_id": "a",
+            "client_id": "c",
+            "client_secret": "s",
+        },
+    )
     proc = cli("status", "--config", str(path))
     assert proc.returncode == 1
     assert "has not run on this archive root yet" in proc.stderr

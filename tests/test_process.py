@@ -18,7 +18,9 @@ from tests.helpers import archived_messages, assert_matches_truth, manifest_line
 KILL_CYCLES = 20
 
 
-async def start_daemon(path: Path, *extra: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+async def start_daemon(
+    path: Path, *extra: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from pathlib import Path
 
 from archiver.store.crash import crash_point
-
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def blob_relpath(sha256: str) -> str:
-    if not _HEX64.fullmatch(sha256):
-        raise ValueError("blob names are lowercase SHA-256 hex digests")
-    return f"blobs/sha256/{sha256[:2]}/{sha256}"
+from archiver.store.layout import blob_relpath
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ import aiohttp
 from archiver.config import Secret
 from archiver.errors import ZoomAuthError, ZoomTransientError
 from archiver.ops.logs import get_logger, register_secret
+from archiver.zoom.retry_after import backoff_delay
 
 # Renew this long before Zoom's stated expiry, so no request goes out with a dying token.
 RENEW_MARGIN = 300.0
+TRANSIENT_ATTEMPTS = 6
 TOKEN_ENDPOINT = "POST /oauth/token"  # noqa: S105 - an endpoint name, not a password
 
 
@@ -68,6 +71,7 @@ class TokenProvider:
         self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._token: AccessToken | None = None
+        self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._lock = asyncio.Lock()
         self.api_base = api_url.rstrip("/")
         self.renewals = 0
@@ -95,6 +99,17 @@ class TokenProvider:
                 self._token = None
 
     async def _renew(self) -> str:
+        """Ask for a token, retrying transient failures (5xx, resets) with backoff."""
+        for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+            try:
+                return await self._request_token()
+            except ZoomTransientError:
+                if attempt == TRANSIENT_ATTEMPTS:
+                    raise
+                await asyncio.sleep(backoff_delay(attempt, 0.5, 10.0, self._rng))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _request_token(self) -> str:
         basic = base64.b64encode(f"{self._client_id}:{self._secret.reveal()}".encode()).decode()
         params = {"grant_type": "account_credentials", "account_id": self._account_id}
         try:
