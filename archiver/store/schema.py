@@ -16,7 +16,7 @@ from typing import Final
 
 from archiver.store.manifest import ZERO_HASH
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _DDL: Final = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -43,7 +43,8 @@ CREATE TABLE messages (
 CREATE TABLE sessions (
     session_id TEXT PRIMARY KEY,
     session_type TEXT,
-    last_message_time TEXT,
+    last_message_time TEXT,  -- latest last_access_time seen in the session list
+    synced_message_time TEXT,  -- last_message_time as of the last completed incremental sync
     newest_token TEXT,
     oldest_token TEXT,
     backfill_done INTEGER NOT NULL DEFAULT 0,

@@ -38,6 +38,7 @@ class SessionState:
     session_id: str
     session_type: str | None
     last_message_time: str | None
+    synced_message_time: str | None
     newest_token: str | None
     oldest_token: str | None
     backfill_done: bool
@@ -62,7 +63,8 @@ class AttachmentJob:
 
 
 _SESSION_COLUMNS: Final = (
-    "session_id, session_type, last_message_time, newest_token, oldest_token, backfill_done, "
+    "session_id, session_type, last_message_time, synced_message_time, newest_token, "
+    "oldest_token, backfill_done, "
     "gone, last_sync_at, messages_archived"
 )
 _JOB_COLUMNS: Final = (
@@ -72,9 +74,9 @@ _JOB_COLUMNS: Final = (
 
 
 def _session(row: tuple[Any, ...]) -> SessionState:
-    sid, stype, last, newest, oldest, backfill, gone, synced, archived = row
+    sid, stype, last, synced_time, newest, oldest, backfill, gone, synced, archived = row
     return SessionState(
-        sid, stype, last, newest, oldest, bool(backfill), bool(gone), synced, archived
+        sid, stype, last, synced_time, newest, oldest, bool(backfill), bool(gone), synced, archived
     )
 
 
@@ -109,8 +111,19 @@ class State:
                 "INSERT INTO sessions (session_id, session_type, last_message_time) "
                 "VALUES (?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET "
                 "session_type = coalesce(excluded.session_type, session_type), "
-                "last_message_time = coalesce(excluded.last_message_time, last_message_time)",
+                "last_message_time = nullif(max(coalesce(excluded.last_message_time, ''), "
+                "coalesce(last_message_time, '')), '')",
                 (session_id, session_type, last_message_time),
+            )
+
+    def mark_synced(self, session_id: str, message_time: str | None) -> None:
+        """An incremental sync that started when the list said `message_time` has completed:
+        the session is clean up to there. Persisted, so a crash between a discovery poll
+        and the sync it asked for cannot lose the need to sync (see `needs_sync`)."""
+        with transaction(self._conn) as conn:
+            conn.execute(
+                "UPDATE sessions SET synced_message_time = ? WHERE session_id = ?",
+                (message_time or "", session_id),
             )
 
     def get_session(self, session_id: str) -> SessionState | None:
@@ -163,6 +176,7 @@ class State:
         backfill_done: bool | None = None,
         active_since: str | None = None,
         include_gone: bool = False,
+        needs_sync: bool = False,
     ) -> Iterator[SessionState]:
         """Sessions matching every given filter, by session_id, read a page at a time.
 
@@ -179,6 +193,8 @@ class State:
             params.append(active_since)
         if not include_gone:
             where.append("gone = 0")
+        if needs_sync:
+            where.append("(synced_message_time IS NULL OR last_message_time > synced_message_time)")
         query = (
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE {' AND '.join(where)} "  # noqa: S608
             f"ORDER BY session_id LIMIT {_PAGE}"

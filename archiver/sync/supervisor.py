@@ -127,6 +127,8 @@ class Supervisor:
                 await asyncio.wait_for(self._stop.wait(), timeout=0.05)
 
     def _requeue_unfinished(self) -> None:
+        for session in self._state.sessions(needs_sync=True):
+            self.enqueue(session.session_id, INCREMENTAL)
         for session in self._state.sessions():
             if session.gone:
                 continue
@@ -196,24 +198,18 @@ class Supervisor:
             )
             for info in page.sessions:
                 known = self._state.get_session(info.session_id)
-                moved = (
-                    known is None
-                    or known.last_message_time is None
-                    or info.last_access_time is None
-                    or info.last_access_time.isoformat() > known.last_message_time
-                )
-                if known is None:
-                    self.progress.sessions_discovered += 1
                 if known is not None and known.gone:
                     continue
+                if known is None:
+                    self.progress.sessions_discovered += 1
+                listed = info.last_access_time.isoformat() if info.last_access_time else None
+                # Persist what the list says before the watermark moves on; the session stays
+                # "needs sync" in the state until an incremental step completes (mark_synced).
                 self._state.upsert_session(
-                    info.session_id,
-                    session_type=info.session_type,
-                    last_message_time=(
-                        info.last_access_time.isoformat() if info.last_access_time else None
-                    ),
+                    info.session_id, session_type=info.session_type, last_message_time=listed
                 )
-                if moved:
+                synced = known.synced_message_time if known is not None else None
+                if synced is None or listed is None or listed > synced:
                     self.enqueue(info.session_id, INCREMENTAL)
             page_token = page.next_page_token
             if not page_token:
@@ -240,9 +236,12 @@ class Supervisor:
 
     async def _step(self, session_id: str, priority: int) -> None:
         log = self._log.bind(session_id=session_id)
+        before = self._state.get_session(session_id)
+        listed_at_start = before.last_message_time if before is not None else None
         try:
             if priority == INCREMENTAL:
                 result = await self._sync.incremental(session_id)
+                self._state.mark_synced(session_id, listed_at_start)
             else:
                 result = await self._sync.backfill(
                     session_id, BACKFILL_PAGES_PER_TURN, self._stop.is_set
