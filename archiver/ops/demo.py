@@ -21,7 +21,7 @@ from archiver.ops.logs import configure_logging
 from archiver.store.verify import render_report, verify_archive
 
 DEMO_SEED = 7
-DEMO_SESSIONS = 40
+DEMO_SESSIONS = 60
 
 
 def start_simulator() -> tuple[subprocess.Popen[str], dict[str, str]]:
@@ -109,7 +109,11 @@ def run_demo(folder: str | None) -> int:
     report = verify_archive(config.root)
     print(render_report(report))
     print()
-    print(f"archived {outcome.new_messages} messages in {elapsed:.1f} s into {config.root}")
+    print(
+        f"archived {outcome.new_messages} messages and {outcome.attachments} attachments "
+        f"({outcome.attachments_failed} failed) with {outcome.requests} API requests "
+        f"in {elapsed:.1f} s into {config.root}"
+    )
     print(f"config:  {base / 'config.toml'}")
     print(f"check:   zoom-sms-archiver verify {config.root}")
     return 0 if outcome.ok and report.ok else 1
