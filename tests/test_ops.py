@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import json
 import os
 import socket
@@ -169,3 +170,22 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert report["ok"] is True
     assert report["messages"] > 1000
     assert report["attachments"] > 100
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_run_once_on_a_terminal_draws_progress_bars(tmp_path: Path) -> None:
+    terminal = _Terminal()
+    async with Simulator(sim_config(sessions=8, fault_slow=0.5, slow_seconds=0.3)) as sim:
+        path = write_config(tmp_path, sim, sync="workers = 1")
+        outcome = await daemon.run(load(path), once=True, progress_stream=terminal)
+    assert outcome.ok
+    screen = terminal.getvalue()
+    for label in ("sessions", "messages", "attachments", "api"):
+        assert label in screen
+    assert "req/s" in screen
+    # The bars end on the final numbers: every session done, every message counted.
+    assert f"{outcome.new_messages}/?" in screen or str(outcome.new_messages) in screen

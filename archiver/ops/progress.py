@@ -35,17 +35,21 @@ class Snapshot:
     attachments_queued: int
     bytes: int
     requests: int
-    budget: float | None  # configured requests/s summed over labels; None = unlimited
+    budget: str  # configured requests/s per label, e.g. "light 10/s, medium 5/s"
 
 
 def snapshot(t: Telemetry) -> Snapshot:
     progress = t.supervisor.progress if t.supervisor else None
     stats = t.downloads.stats if t.downloads else None
-    budget: float | None = None
+    budget = "unlimited"
     if t.budgets is not None:
-        rates = [v.get("configured_rate") for v in t.budgets.snapshot().values()]
-        known = [r for r in rates if isinstance(r, int | float)]
-        budget = sum(known) if known else None
+        rates = {
+            label: values.get("configured_rate")
+            for label, values in t.budgets.snapshot().items()
+            if values.get("requests")
+        }
+        known = [f"{label} {rate:g}/s" for label, rate in rates.items() if rate is not None]
+        budget = ", ".join(known) if known else "unlimited"
     return Snapshot(
         sessions_discovered=progress.sessions_discovered if progress else 0,
         sessions_done=progress.sessions_done if progress else 0,
@@ -145,5 +149,4 @@ def _update(bars: Progress, tasks: _Tasks, snap: Snapshot, rate: float) -> None:
         completed=snap.attachments + snap.attachments_failed,
         extra=f"{snap.bytes / 1048576:.1f} MiB, {snap.attachments_failed} failed",
     )
-    budget = f"{snap.budget:.0f}/s" if snap.budget is not None else "unlimited"
-    bars.update(tasks.api, completed=snap.requests, extra=f"{rate:.1f} req/s of {budget}")
+    bars.update(tasks.api, completed=snap.requests, extra=f"{rate:.1f} req/s ({snap.budget})")
