@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(simulate)
 
+    export = sub.add_parser(
+        "export", help="HTML transcripts, CSV and verifiable JSONL for reviewers and auditors"
+    )
+    from archiver.export.cli import add_export_arguments
+
+    add_export_arguments(export)
+
     demo = sub.add_parser("demo", help="simulator + run --once + verify into a fresh folder")
     demo.add_argument("--dir", default=None, help="archive folder (default: a new temp folder)")
     return parser
@@ -84,6 +91,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "verify":
         return _verify(args)
+    if args.command == "export":
+        from archiver.export.cli import run_export
+
+        return run_export(args)
     if args.command == "status":
         return _status(args)
     if args.command == "demo":

@@ -204,7 +204,7 @@ async def _status_loop(
     notifier: Notifier, telemetry: Telemetry, state: State, stop: asyncio.Event
 ) -> None:
     """systemd's STATUS= line, and the budget snapshot that `status` reads from the state."""
-    while not stop.is_set():
+    while True:
         snap = snapshot(telemetry)
         notifier.status(
             f"{snap.messages} messages, {snap.attachments} attachments archived; "
@@ -213,6 +213,8 @@ async def _status_loop(
         if telemetry.budgets is not None:
             budget = {"at": time.time(), "labels": telemetry.budgets.snapshot()}
             state.set_meta(META_BUDGET, json.dumps(budget))
+        if stop.is_set():
+            return  # one last snapshot at shutdown, so `status` shows the final figures
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 5.0)
 

@@ -1,0 +1,118 @@
+"""Files of the export: written through SHA-256, named by hashes, blobs copied with a re-check.
+
+No name or id from Zoom ever becomes part of a path here: session pages are named by a hash of
+the session id, attachment copies by their content hash plus an extension taken from a fixed
+table (never an extension that a browser would run, such as .html or .svg).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Final, Protocol
+
+_CHUNK: Final = 1 << 20
+_BY_TYPE: Final = {"PNG": "png", "GIF": "gif", "JPG": "jpg", "JPEG": "jpg"}
+# Extensions a reviewer's machine opens with a viewer, not a browser or an interpreter.
+_SAFE_EXT: Final = frozenset(
+    {
+        *("png", "gif", "jpg", "jpeg", "webp", "bmp", "heic", "tif", "tiff"),
+        *("mp3", "m4a", "aac", "amr", "wav", "ogg", "oga", "opus"),
+        *("mp4", "m4v", "mov", "3gp", "webm", "mkv", "avi"),
+        *("pdf", "txt", "csv", "vcf", "ics", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "zip"),
+    }
+)
+IMAGE_EXT: Final = frozenset({"png", "gif", "jpg", "jpeg", "webp", "bmp"})
+
+
+class Registry(Protocol):
+    """Where written files are recorded for export.json (the SQLite index)."""
+
+    def add_written(self, path: str, sha256: str, size: int) -> None: ...
+
+    def is_written(self, path: str) -> bool: ...
+
+
+def session_file(session_id: str) -> str:
+    """`sessions/<16 hex>.html`: stable across exports, and no session id ever touches a path."""
+    digest = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sessions/{digest[:16]}.html"
+
+
+def attachment_file(sha256: str, zoom_type: str, name: str) -> str:
+    """`files/<sha256>.<ext>`; the extension comes from a fixed table, or is `bin`."""
+    ext = _BY_TYPE.get(zoom_type.upper())
+    if ext is None:
+        suffix = PurePosixPath(name.replace("\\", "/")).suffix.lower().lstrip(".")
+        ext = suffix if suffix in _SAFE_EXT else "bin"
+    return f"files/{sha256}.{ext}"
+
+
+class OutputFile:
+    """A text file of the export; its SHA-256 and size go to the registry when it is closed.
+
+    Opened with O_EXCL ("x"): the export folder was checked empty, so meeting a file means two
+    outputs were given one name, a bug that must not silently overwrite.
+    """
+
+    def __init__(self, out: Path, relpath: str, registry: Registry) -> None:
+        self.relpath = relpath
+        self._registry = registry
+        path = out / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle: BinaryIO = path.open("xb", buffering=_CHUNK)
+        self._hash = hashlib.sha256()
+        self._size = 0
+
+    def write(self, text: str) -> int:
+        # Text reaching here went through archiver.export.text, which makes lone surrogates
+        # visible; "replace" is only a last guard so that no odd string can stop an export.
+        self.write_bytes(text.encode("utf-8", "replace"))
+        return len(text)
+
+    def write_bytes(self, data: bytes) -> None:
+        self._hash.update(data)
+        self._handle.write(data)
+        self._size += len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+        self._registry.add_written(self.relpath, self._hash.hexdigest(), self._size)
+
+    def __enter__(self) -> OutputFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def copy_blob(root: Path, sha256: str, out: Path, relpath: str, registry: Registry) -> str | None:
+    """Copy blob `sha256` (already validated as 64 hex) to `out/relpath`, re-hashing it.
+
+    Returns None when the copy holds exactly the archived bytes, else the problem (missing,
+    or content that no longer matches its name); a bad copy is removed, never left behind.
+    """
+    if registry.is_written(relpath):
+        return None  # content-addressed: the same attachment in two messages is one file
+    source = root / "blobs" / "sha256" / sha256[:2] / sha256
+    target = out / relpath
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    digest, size = hashlib.sha256(), 0
+    try:
+        # O_NOFOLLOW: a symlink planted in blobs/ must not pull an outside file into the export.
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        return f"blob {sha256}: cannot be read ({exc.strerror})"
+    with os.fdopen(fd, "rb") as src, partial.open("xb") as dst:
+        while chunk := src.read(_CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+            size += len(chunk)
+    if digest.hexdigest() != sha256:
+        partial.unlink()
+        return f"blob {sha256}: content does not match its SHA-256"
+    partial.rename(target)
+    registry.add_written(relpath, sha256, size)
+    return None
