@@ -2,9 +2,9 @@
 
 Every problem is a `ConfigError` naming the file, the key and what is wrong, e.g.
 ``/etc/zsa.toml: sync.count: 300 is above Zoom's maximum of 250``. Unknown keys are errors,
-never silently ignored. Secrets are not read here but by `read_client_secret` /
-`read_secret_file`, which refuse files readable by group or others; the `Secret` type keeps
-them out of every repr, log line and error message.
+never silently ignored. Secrets are not read here but by `read_client_secret`,
+`read_webhook_secret` and `read_secret_file`, which refuse files readable by group or others;
+the `Secret` type keeps them out of every repr, log line and error message.
 """
 
 from __future__ import annotations
@@ -178,10 +178,8 @@ class WebhookConfig:
         parse_listen(self.listen, "webhook.listen")
         if not self.path.startswith("/"):
             raise ConfigError(f"{self.path!r} must start with '/'", key="webhook.path")
-        if self.enabled and not self.secret_token_file:
-            raise ConfigError(
-                "is required when webhook.enabled = true", key="webhook.secret_token_file"
-            )
+        # No "secret_token_file is required" here: the secret may also come from systemd's
+        # credential directory or the environment, which only `read_webhook_secret` can see.
         _positive(self.timestamp_tolerance, "webhook.timestamp_tolerance")
         _positive(self.max_body_bytes, "webhook.max_body_bytes")
 
@@ -414,6 +412,31 @@ def read_client_secret(config: Config, environ: Mapping[str, str] | None = None)
     raise ConfigError(
         "no client secret: set zoom.client_secret_file, use systemd LoadCredential="
         "client_secret:..., or set the ZOOM_CLIENT_SECRET environment variable",
+        file=config.source,
+        key=key,
+    )
+
+
+def read_webhook_secret(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
+    """The webhook secret token, from (in order) `webhook.secret_token_file`, systemd's
+    `$CREDENTIALS_DIRECTORY/webhook_secret`, or the `ZOOM_WEBHOOK_SECRET_TOKEN` environment
+    variable. The same permission rules as the client secret apply to files."""
+    env = os.environ if environ is None else environ
+    key = "webhook.secret_token_file"
+    try:
+        if config.webhook.secret_token_file:
+            return read_secret_file(config.webhook.secret_token_file, key)
+        credentials = env.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "webhook_secret").exists():
+            return read_secret_file(Path(credentials) / "webhook_secret", key)
+        if env.get("ZOOM_WEBHOOK_SECRET_TOKEN"):
+            return Secret(env["ZOOM_WEBHOOK_SECRET_TOKEN"])
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, file=config.source, key=exc.key) from None
+    raise ConfigError(
+        "no webhook secret token (required when webhook.enabled = true): set "
+        "webhook.secret_token_file, use systemd LoadCredential=webhook_secret:..., or set the "
+        "ZOOM_WEBHOOK_SECRET_TOKEN environment variable",
         file=config.source,
         key=key,
     )

@@ -22,7 +22,13 @@ from typing import TextIO
 import aiohttp
 
 from archiver import __version__
-from archiver.config import Config, parse_listen, read_client_secret, validate_for_run
+from archiver.config import (
+    Config,
+    parse_listen,
+    read_client_secret,
+    read_webhook_secret,
+    validate_for_run,
+)
 from archiver.downloads.fetch import Fetcher, download_session
 from archiver.downloads.manager import DownloadManager
 from archiver.downloads.urls import UrlPolicy
@@ -38,6 +44,8 @@ from archiver.store.state import State
 from archiver.store.writer import ManifestWriter
 from archiver.sync.session import SessionSync
 from archiver.sync.supervisor import Supervisor
+from archiver.webhook.gate import SessionGate
+from archiver.webhook.receiver import serve_webhooks
 from archiver.zoom.auth import TokenProvider
 from archiver.zoom.client import ZoomClient
 from archiver.zoom.ratelimit import Budgets
@@ -91,6 +99,9 @@ async def run(
 ) -> RunOutcome:
     validate_for_run(config)
     secret = read_client_secret(config)
+    # Before the archive opens, so a missing secret is a config error (exit 2), not a half run.
+    # Not with --once: a receiver that is gone a moment later would only make Zoom retry.
+    webhook_secret = read_webhook_secret(config) if config.webhook.enabled and not once else None
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
     log = get_logger(component="daemon")
@@ -139,14 +150,28 @@ async def run(
             fetcher=fetcher,
         )
         downloads.load_pending()
+        # With webhooks on, sync and webhook writes of one session take turns (webhook/gate.py).
+        archive = SessionGate(writer) if webhook_secret is not None else writer
         session_sync = SessionSync(
-            client, writer, state, count=config.sync.count, on_archived=downloads.on_archived
+            client, archive, state, count=config.sync.count, on_archived=downloads.on_archived
         )
         supervisor = Supervisor(
             config, client, state, session_sync, once=once, idle_check=downloads.idle
         )
         telemetry.supervisor, telemetry.downloads = supervisor, downloads
         telemetry.client, telemetry.budgets, telemetry.auth = client, budgets, auth
+        if isinstance(archive, SessionGate) and webhook_secret is not None:
+            # Entered last, so it stops taking events before downloads and the writer close.
+            await stack.enter_async_context(
+                serve_webhooks(
+                    config,
+                    webhook_secret,
+                    archive=archive,
+                    state=state,
+                    downloads=downloads,
+                    supervisor=supervisor,
+                )
+            )
         log.info("archiver_started", root=str(config.root), once=once)
         notifier.ready(f"archive open at seq {writer.seq}; token obtained")
         side_stop = asyncio.Event()

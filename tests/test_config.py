@@ -78,7 +78,6 @@ def test_example_config_names_every_key() -> None:
             "true or false",
         ),
         ('[metrics]\nlisten = "nowhere"\n', "metrics.listen", "host:port"),
-        ("[webhook]\nenabled = true\n", "webhook.secret_token_file", "required"),
         ('[log]\nlevel = "loud"\n', "log.level", "not one of"),
         ('[zoom]\napi_url = "ftp://x"\n', "zoom.api_url", "not an http(s) URL"),
     ],

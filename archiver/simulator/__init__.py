@@ -12,7 +12,11 @@ the file port serves attachment downloads.
 - `GET {base}/v2/phone/sms/sessions/{id}`: session details (page_size, next_page_token,
   from/to, sort, delivery_status);
 - `GET {file}/file/download/{attachment_id}?jwt=..`: attachment bytes (see `files`);
-- `{base}/_sim/...`: truth, stats, switches, messages, revoke, delete (see `control`).
+- `{base}/_sim/...`: truth, stats, switches, messages, revoke, delete, webhook validation
+  (see `control`).
+
+With `webhook_url` set, every message added while running is also posted there as Zoom's
+signed `phone.sms_*` event, retried on Zoom's schedule (see `webhooks`).
 
 `Simulator.api_url` is `{base}/v2` and the token response's `api_url` is `{base}`, without
 `/v2`, as Zoom's regional `https://api-eu.zoom.us`: clients append `/v2` to it.

@@ -24,6 +24,8 @@ PLANS: Final = ("pro", "business")
 HEADER_STYLES: Final = ("full", "iso", "none")
 FAULTS: Final = ("fault_5xx", "fault_reset", "fault_truncate", "fault_slow", "fault_stall")
 DEFAULT_LABELS: Final = dict.fromkeys(ENDPOINTS, "medium")
+ZOOM_RETRY_SCHEDULE: Final = "300,1200,3600"
+MAX_RETRIES: Final = 10
 FIXED_AT_START: Final = frozenset(
     {
         "host",
@@ -110,6 +112,17 @@ class SimulatorConfig:
     # --- live traffic and sync tokens ---
     live_rate: float = knob(0.0, "new messages per second while running (0 = off)")
     token_expiry: float | None = knob(None, "sync tokens expire after this many seconds")
+    # --- webhooks (events as messages arrive; see webhooks.py) ---
+    webhook_url: str = knob("", "URL events are posted to as messages arrive ('' = none)")
+    webhook_secret: str = knob(
+        "sim-webhook-secret-token", "the app's webhook secret token, which signs every event"
+    )
+    webhook_retry_schedule: str = knob(
+        ZOOM_RETRY_SCHEDULE,
+        "seconds after its first attempt at which a failed event is sent again, comma-"
+        "separated (Zoom: 5, 20 and 60 minutes); e.g. '0.5,1,2' for tests",
+    )
+    webhook_timeout: float = knob(3.0, "an answer slower than this counts as failed (Zoom: 3 s)")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -145,7 +158,7 @@ class SimulatorConfig:
         return {
             f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v)
             for f in dataclasses.fields(self)
-            if f.name not in FIXED_AT_START and f.name != "client_secret"
+            if f.name not in FIXED_AT_START and f.name not in ("client_secret", "webhook_secret")
         }
 
 
@@ -211,6 +224,36 @@ def _check_ranges(config: SimulatorConfig) -> None:
         _at_least(config.daily_cap, 0, "daily_cap")
     if not math.isfinite(config.jwt_lifetime):
         raise ConfigError("must be a finite number of seconds", key="jwt_lifetime")
+    if config.webhook_url and not config.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{config.webhook_url!r} is not an http(s) URL", key="webhook_url")
+    if not config.webhook_secret:
+        raise ConfigError("must not be empty", key="webhook_secret")
+    if not config.webhook_timeout > 0:
+        raise ConfigError(f"{config.webhook_timeout} must be greater than 0", key="webhook_timeout")
+    retry_delays(config.webhook_retry_schedule)
+
+
+def retry_delays(schedule: str) -> tuple[float, ...]:
+    """'300,1200,3600' -> (300.0, 1200.0, 3600.0): retry n is due that long after the first
+    attempt (Zoom: "retries after 5, 20 and 60 minutes"), so the delays must not decrease."""
+    if not schedule.strip():
+        return ()
+    try:
+        delays = tuple(float(part) for part in schedule.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{schedule!r} is not comma-separated seconds", key="webhook_retry_schedule"
+        ) from None
+    if (
+        len(delays) > MAX_RETRIES
+        or not all(math.isfinite(d) and d > 0 for d in delays)
+        or list(delays) != sorted(delays)
+    ):
+        raise ConfigError(
+            f"{schedule!r}: at most {MAX_RETRIES} positive delays, in increasing order",
+            key="webhook_retry_schedule",
+        )
+    return delays
 
 
 def _one_of(value: str, options: tuple[str, ...], key: str) -> None:

@@ -8,6 +8,7 @@
 | `POST /_sim/messages` | `{"n", "session_id", "new_session", "attachments"}` | `{"messages"}` |
 | `POST /_sim/revoke` | | `{"revoked": <tokens>}`: every access token stops working |
 | `POST /_sim/sessions/{id}/delete` | | `{"deleted": id}`, 404 if unknown or already deleted |
+| `POST /_sim/webhook/validate` | | `{"valid": bool}`: Zoom's URL validation of `webhook_url` |
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Controls(Protocol):
     ) -> list[dict[str, Any]]: ...
     def delete_session(self, session_id: str) -> None: ...
     def revoke_tokens(self) -> int: ...
+    async def validate_webhook(self) -> bool: ...
     def truth_lines(self) -> Iterator[bytes]: ...
     def stats(self) -> dict[str, Any]: ...
 
@@ -99,6 +101,9 @@ def control_routes(controls: Controls) -> list[web.RouteDef]:
             return _refused("unknown or already deleted session", 404)
         return web.json_response({"deleted": session_id})
 
+    async def validate(request: web.Request) -> web.Response:
+        return web.json_response({"valid": await controls.validate_webhook()})
+
     return [
         web.get("/_sim/truth", truth, allow_head=False),
         web.get("/_sim/stats", stats, allow_head=False),
@@ -106,4 +111,5 @@ def control_routes(controls: Controls) -> list[web.RouteDef]:
         web.post("/_sim/messages", messages),
         web.post("/_sim/revoke", revoke),
         web.post("/_sim/sessions/{session_id}/delete", delete),
+        web.post("/_sim/webhook/validate", validate),
     ]

@@ -3,6 +3,9 @@
     async with Simulator(SimulatorConfig(sessions=5)) as sim:
         ...  # sim.api_url, sim.oauth_url, sim.file_url, sim.control_url
 
+With `webhook_url` set, messages added while it runs are also posted there as Zoom's signed
+events (`webhooks`).
+
 Start-up binds both sockets first (so the file host's address is known), builds the account
 in a worker thread (hashing a 2 GiB attachment must not freeze the loop), then serves.
 """
@@ -24,6 +27,7 @@ from archiver.simulator.control import control_routes
 from archiver.simulator.faults import fault_middleware
 from archiver.simulator.files import file_app
 from archiver.simulator.state import SimState
+from archiver.simulator.webhooks import WebhookSender
 
 # Stalled handlers (fault_stall) must not hold up shutdown.
 SHUTDOWN_GRACE: Final = 0.5
@@ -38,6 +42,8 @@ class Simulator:
         self._runners: list[web.AppRunner] = []
         self._live_task: asyncio.Task[None] | None = None
         self._switched = asyncio.Event()
+        self.webhooks = WebhookSender(self._state)
+        self._state.on_message = self.webhooks.message_added
         self.api_url = self.oauth_url = self.file_url = self.control_url = ""
 
     @property
@@ -76,6 +82,7 @@ class Simulator:
                 await runner.setup()
                 self._runners.append(runner)
                 await web.SockSite(runner, sock).start()
+            await self.webhooks.start()
         except BaseException:
             await self._stop()
             api_sock.close()
@@ -98,6 +105,7 @@ class Simulator:
             # wait() rather than await: the task's cancellation is expected, ours is not.
             await asyncio.wait([self._live_task])
             self._live_task = None
+        await self.webhooks.stop()
         while self._runners:
             await self._runners.pop().cleanup()
 
@@ -128,9 +136,14 @@ class Simulator:
         return switches
 
     def add_messages(
-        self, n: int, session_id: str | None = None, new_session: bool = False, attachments: int = 0
+        self,
+        n: int,
+        session_id: str | None = None,
+        new_session: bool = False,
+        attachments: int | None = 0,
     ) -> list[dict[str, Any]]:
-        """Add `n` messages stamped now, each with `attachments` files (0..10).
+        """Add `n` messages stamped now, each with `attachments` files (0..10; None: an MMS
+        by `attachment_probability`, as live traffic).
 
         No `session_id`: each goes to a random existing session; `new_session=True`: all go
         to one new session. Returns their ground-truth lines (`"kind": "message"`). Raises
@@ -146,6 +159,20 @@ class Simulator:
     def revoke_tokens(self) -> int:
         """Every access token issued so far stops working (401, code 124)."""
         return self._state.revoke_tokens()
+
+    async def validate_webhook(self) -> bool:
+        """Zoom's URL validation handshake against `webhook_url`: True if answered right."""
+        return await self.webhooks.validate()
+
+    def webhook_event(self, session_id: str, message_id: str) -> bytes:
+        """The body of the event Zoom would post for this message (unsigned), e.g. to send it
+        by hand; KeyError for an unknown session or message."""
+        session = self._state.by_id[session_id]
+        return self.webhooks.event_body(session, session.by_id[message_id])
+
+    async def drain_webhooks(self) -> None:
+        """Wait until every event is delivered or given up (bound it with asyncio.timeout)."""
+        await self.webhooks.drain()
 
     def ground_truth(self) -> Iterator[dict[str, Any]]:
         """One dict per message and per distinct attachment; see the package docstring."""

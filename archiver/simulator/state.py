@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from archiver.simulator.auth import AccessTokens, Expiry, FileTokens
@@ -47,6 +47,8 @@ class SimState:
         self.base_url = ""
         self.file_url = ""
         self._live: Generator | None = None
+        # Called for each message added while running (the webhook sender's events).
+        self.on_message: Callable[[Session, Message], None] | None = None
 
     def build(self, base_url: str, file_url: str) -> None:
         """Generate, size, hash and encode the account (CPU only: runs in a worker thread)."""
@@ -184,6 +186,8 @@ class SimState:
             session.append(message)
             self._encode(session, message)
             added.append((session, message))
+            if self.on_message is not None:
+                self.on_message(session, message)
         return [json.loads(self._message_line(s, m)) for s, m in added]
 
     def add_live(self, n: int) -> None:

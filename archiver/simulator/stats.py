@@ -21,6 +21,12 @@ class Stats:
     by_status: Counter[int] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     sync_errors: Counter[str] = field(default_factory=Counter)  # Zoom code -> answers
+    webhook_events: int = 0  # events created (one per message added while webhooks are on)
+    webhook_attempts: int = 0  # requests sent, retries included
+    webhook_delivered: int = 0
+    webhook_retries: int = 0
+    webhook_given_up: int = 0  # events whose last retry failed too
+    webhook_validations: Counter[str] = field(default_factory=Counter)  # "ok" / "failed"
 
     def as_dict(self) -> dict[str, Any]:
         def pairs(requests: Counter[str], limited: Counter[str]) -> dict[str, dict[str, int]]:
@@ -39,4 +45,12 @@ class Stats:
             "by_status": {str(status): n for status, n in sorted(self.by_status.items())},
             "faults": dict(sorted(self.faults.items())),
             "sync_errors": dict(sorted(self.sync_errors.items())),
+            "webhooks": {
+                "events": self.webhook_events,
+                "attempts": self.webhook_attempts,
+                "delivered": self.webhook_delivered,
+                "retries": self.webhook_retries,
+                "given_up": self.webhook_given_up,
+                "validations": dict(sorted(self.webhook_validations.items())),
+            },
         }
