@@ -104,7 +104,7 @@ async def test_short_jwt_lifetime_with_a_backlog_refreshes_urls_and_loses_nothin
 async def test_expired_jwt_answered_200_with_json_is_never_stored(tmp_path: Path) -> None:
     # refresh_margin 0 lets URLs die in the queue; the file host then answers 200 + JSON.
     config = sim_config(
-        jwt_lifetime=1.0, quirk_expired_jwt_200=True, fault_slow=0.3, slow_seconds=0.2
+        sessions=6, jwt_lifetime=1.0, quirk_expired_jwt_200=True, fault_slow=0.2, slow_seconds=0.2
     )
     async with Simulator(config) as sim:
         path = write_config(tmp_path, sim, downloads="workers = 1\nrefresh_margin = 0")
@@ -197,10 +197,10 @@ async def test_large_attachments_stream_with_flat_memory(tmp_path: Path) -> None
 async def test_sigkill_during_downloads_archives_every_attachment_once(tmp_path: Path) -> None:
     rng = random.Random(9)
     config = sim_config(
-        sessions=30,
+        sessions=15,
         attachment_probability=0.8,
-        max_attachment_bytes=4 * MiB,
-        fault_slow=0.2,
+        max_attachment_bytes=MiB,
+        fault_slow=0.1,
         slow_seconds=0.1,
     )
     async with Simulator(config) as sim:

@@ -45,7 +45,8 @@ class Job:
     url: str | None = None
     exp: float | None = None
     dig: str | None = None
-    attempts: int = 0
+    attempts: int = 0  # downloads tried, for the record
+    failures: int = 0  # transfer failures (resets, 5xx, short bodies): backoff and the limit
     refreshes: int = 0
     not_before: float = 0.0
 
@@ -243,14 +244,14 @@ class DownloadManager:
             except FetchError as exc:
                 job.attempts += 1
                 if exc.refresh:
+                    # A refused URL is not a transfer failure: a fresh URL fixes it at once.
                     log.info("download_url_refused", reason=exc.reason)
                     job.url = None
                     continue
-                if exc.retryable and job.attempts < MAX_ATTEMPTS:
+                job.failures += 1
+                if exc.retryable and job.failures < MAX_ATTEMPTS:
                     log.info("download_retry", reason=exc.reason, attempts=job.attempts)
-                    job.not_before = self._clock() + RETRY_BASE * 2 ** (job.attempts - 1)
-                    self._active.discard(job.key)
-                    self._push(job)
+                    self._retry_later(job)
                     return
                 await self._fail(job, exc.reason)
                 return
@@ -262,6 +263,11 @@ class DownloadManager:
             )
             await self._store(job, fetched.path, fetched.sha256, fetched.size)
             return
+
+    def _retry_later(self, job: Job) -> None:
+        job.not_before = self._clock() + RETRY_BASE * 2 ** (job.failures - 1)
+        self._active.discard(job.key)
+        self._push(job)
 
     def _expiring(self, job: Job) -> bool:
         return job.exp is not None and job.exp - self._clock() < self._config.refresh_margin
@@ -276,13 +282,12 @@ class DownloadManager:
             if exc.status == 404:
                 await self._fail(job, "message gone upstream")
                 return False
-            job.attempts += 1
-            if job.attempts >= MAX_ATTEMPTS:
+            job.failures += 1
+            if job.failures >= MAX_ATTEMPTS:
                 await self._fail(job, f"could not refresh the URL: {type(exc).__name__}")
                 return False
-            job.not_before = self._clock() + RETRY_BASE * 2 ** (job.attempts - 1)
-            self._active.discard(job.key)
-            self._push(job)
+            job.refreshes -= 1  # the URL was never had: this try does not count as a refresh
+            self._retry_later(job)
             return False
         for att in attachments_of(record):
             if att.attachment_id == job.attachment_id and att.download_url:
