@@ -162,7 +162,7 @@ async def run(
         telemetry.client, telemetry.budgets, telemetry.auth = client, budgets, auth
         if isinstance(archive, SessionGate) and webhook_secret is not None:
             # Entered last, so it stops taking events before downloads and the writer close.
-            await stack.enter_async_context(
+            telemetry.webhooks = await stack.enter_async_context(
                 serve_webhooks(
                     config,
                     webhook_secret,

@@ -31,6 +31,7 @@ class Telemetry:
     budgets: Any = None
     writer: Any = None
     auth: Any = None
+    webhooks: Any = None
     archive_open: bool = False
 
     def ready(self) -> tuple[bool, str]:
@@ -70,6 +71,23 @@ class ArchiverCollector(Collector):
             yield from self._budget_metrics(t.budgets.snapshot())
         if t.writer is not None:
             yield GaugeMetricFamily("zsa_manifest_seq", "Last manifest seq", value=t.writer.seq)
+        if t.webhooks is not None:
+            yield from self._webhook_metrics(t.webhooks.stats)
+
+    @staticmethod
+    def _webhook_metrics(stats: Any) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "zsa_webhook_requests", "Webhook requests by outcome", labels=["outcome"]
+        )
+        for outcome in ("archived", "known", "replays", "ignored", "validations", "failed"):
+            events.add_metric([outcome], getattr(stats, outcome))
+        yield events
+        refused = CounterMetricFamily(
+            "zsa_webhook_refused", "Webhook requests refused, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(stats.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
 
     @staticmethod
     def _sync_metrics(supervisor: Any) -> Iterator[Metric]:

@@ -59,7 +59,9 @@ def sim_config(**changes: Any) -> SimulatorConfig:
     return dataclasses.replace(base, **changes)
 
 
-def webhook_config(tmp_path: Path, sim: Simulator, port: int, *, sync: str = "") -> Path:
+def webhook_config(
+    tmp_path: Path, sim: Simulator, port: int, *, sync: str = "", metrics_listen: str = ""
+) -> Path:
     secret = tmp_path / "webhook_secret"
     secret.write_text(SECRET + "\n")
     secret.chmod(0o600)
@@ -67,6 +69,7 @@ def webhook_config(tmp_path: Path, sim: Simulator, port: int, *, sync: str = "")
         tmp_path,
         sim,
         sync=sync,
+        metrics_listen=metrics_listen,
         extra=f"""
 [webhook]
 enabled = true
@@ -126,6 +129,7 @@ async def running_daemon(
     *,
     sync: str = "poll_interval = 3600",
     events: bool = False,
+    metrics_listen: str = "",
     **sim_changes: Any,
 ) -> AsyncIterator[Harness]:
     """Simulator + in-process daemon with its receiver; yields once the history is archived.
@@ -135,7 +139,7 @@ async def running_daemon(
     port = free_port()
     url = f"http://127.0.0.1:{port}/zoom/webhook"
     async with Simulator(sim_config(**sim_changes)) as sim:
-        path = webhook_config(tmp_path, sim, port, sync=sync)
+        path = webhook_config(tmp_path, sim, port, sync=sync, metrics_listen=metrics_listen)
         stop = asyncio.Event()
         runner = asyncio.create_task(daemon.run(load(path), once=False, stop=stop))
         root = tmp_path / "archive"
