@@ -83,26 +83,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "simulate":
-        from archiver.simulator.cli import run_simulate
+    commands = {
+        "simulate": _simulate,
+        "run": _run,
+        "verify": _verify,
+        "export": _export,
+        "status": _status,
+        "demo": _demo,
+    }
+    return commands[args.command](args)
 
-        return run_simulate(args)
-    if args.command == "run":
-        return _run(args)
-    if args.command == "verify":
-        return _verify(args)
-    if args.command == "export":
-        from archiver.export.cli import run_export
 
-        return run_export(args)
-    if args.command == "status":
-        return _status(args)
-    if args.command == "demo":
-        from archiver.ops.demo import run_demo
+def _simulate(args: argparse.Namespace) -> int:
+    from archiver.simulator.cli import run_simulate
 
-        return run_demo(args.dir)
-    print(f"zoom-sms-archiver: '{args.command}' is not implemented yet", file=sys.stderr)
-    return EXIT_FAILED
+    return run_simulate(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from archiver.export.cli import run_export
+
+    return run_export(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from archiver.ops.demo import run_demo
+
+    return run_demo(args.dir)
 
 
 def _run(args: argparse.Namespace) -> int:
