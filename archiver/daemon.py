@@ -263,11 +263,16 @@ async def _supervise(
             task.cancel()  # phase 2: abandon the rest (pages are refetched, tmp/ cleaned)
         if pending:
             await asyncio.wait(pending, timeout=HARD_DEADLINE)
-        for task in (sync_task, download_task):
-            if task.done() and not task.cancelled():
-                exc = task.exception()
-                if exc is not None:
-                    raise _unwrap(exc)
+        # Retrieve every task's error (asyncio would print an unretrieved one at exit) and
+        # raise the first: both usually carry the same StorageError.
+        errors = [
+            task.exception()
+            for task in (sync_task, download_task)
+            if task.done() and not task.cancelled()
+        ]
+        first = next((exc for exc in errors if exc is not None), None)
+        if first is not None:
+            raise _unwrap(first)
     finally:
         stop_wait.cancel()
 

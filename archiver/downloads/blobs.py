@@ -27,8 +27,12 @@ def _commit(root: Path, tmp_file: Path, sha256: str) -> str:
     relpath = blob_relpath(sha256)
     target = root / relpath
     if target.exists():
-        # Identical content is stored once; the existing blob already holds these bytes.
+        # Identical content is stored once; the existing blob already holds these bytes. But
+        # its name may not be durable yet: another download of the same file may have renamed
+        # it in a moment ago and not yet fsynced the folder, and our attachment line must not
+        # reach the disk before the blob it names.
         tmp_file.unlink(missing_ok=True)
+        _fsync_dir(target.parent)
         return relpath
     fan_out = target.parent
     if not fan_out.exists():

@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -26,6 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from archiver.downloads.urls import UrlPolicy, UrlRefused, address_is_public, check_url
+from archiver.errors import StorageError
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 5
@@ -57,6 +59,22 @@ class Fetched:
     size: int
 
 
+@contextlib.contextmanager
+def _local_disk(what: str) -> Iterator[None]:
+    """A failure of the local disk (ENOSPC, EIO, EFBIG) is no transfer failure: retrying the
+    download would fail the same way and end as a false `attachment_failed` line, lost for
+    good once the disk is fixed. StorageError stops the daemon instead (see writer.py)."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(exc.errno, f"cannot {what}: {exc.strerror or exc}") from exc
+
+
+class AddressRefused(OSError):
+    """Raised by the resolver: the policy, not the network, refuses this host. aiohttp wraps
+    it in ClientConnectorError, where `fetch` tells it from a failure worth retrying."""
+
+
 class GuardedResolver(AbstractResolver):
     """Resolves names, then refuses private, loopback and link-local results: the check runs
     on the address actually connected to, so DNS tricks cannot reach the internal network."""
@@ -73,7 +91,9 @@ class GuardedResolver(AbstractResolver):
             return results
         public = [r for r in results if address_is_public(r["host"])]
         if not public:
-            raise OSError(f"{host} resolves only to private, loopback or link-local addresses")
+            raise AddressRefused(
+                f"{host} resolves only to private, loopback or link-local addresses"
+            )
         return public
 
     async def close(self) -> None:
@@ -138,8 +158,15 @@ class Fetcher:
                         url = urljoin(url, location)
                         continue
                     return await self._receive(response, expected_size, dig)
+            except StorageError:
+                raise  # our disk, not the transfer (StorageError is an OSError too)
             except aiohttp.ClientSSLError as exc:
                 raise FetchError(f"TLS verification failed: {type(exc).__name__}") from None
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, AddressRefused):
+                    # Final: retrying would only ask the resolver the same question 6 times.
+                    raise FetchError(str(exc.os_error)) from None
+                raise FetchError(f"transfer failed: {type(exc).__name__}", retryable=True) from None
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise FetchError(f"transfer failed: {type(exc).__name__}", retryable=True) from None
         raise FetchError(f"more than {MAX_REDIRECTS} redirects")
@@ -165,7 +192,9 @@ class Fetcher:
         size = 0
         head = b""
         try:
-            async with aiofiles.open(path, "wb") as out:
+            with _local_disk("create a file in tmp/"):
+                out = await aiofiles.open(path, "wb")
+            try:
                 async for chunk in response.content.iter_chunked(CHUNK):
                     size += len(chunk)
                     if size > self._max_bytes:
@@ -173,9 +202,14 @@ class Fetcher:
                     if len(head) < 65536:
                         head += chunk[: 65536 - len(head)]
                     digest.update(chunk)
-                    await out.write(chunk)
-                await out.flush()
-                await asyncio.to_thread(os.fsync, out.fileno())
+                    with _local_disk("write a download to tmp/"):
+                        await out.write(chunk)
+                with _local_disk("fsync a download in tmp/"):
+                    await out.flush()
+                    await asyncio.to_thread(os.fsync, out.fileno())
+            finally:
+                with _local_disk("close a download in tmp/"):
+                    await out.close()
         except BaseException:
             with contextlib.suppress(OSError):
                 path.unlink()

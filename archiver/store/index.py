@@ -69,7 +69,7 @@ class ManifestIndex:
         for line in lines:
             kind = line["kind"]
             if kind == "message":
-                sid, mid = line["session_id"], line["message_id"]
+                sid, mid = _sql_text(line["session_id"]), _sql_text(line["message_id"])
                 messages.append((sid, mid, line["digest"], line["seq"]))
                 if "supersedes" not in line:
                     new_per_session[sid] += 1
@@ -81,7 +81,10 @@ class ManifestIndex:
                 done = kind == "attachment"
                 finished.append(
                     (
-                        *(line[key] for key in ("session_id", "message_id", "attachment_id")),
+                        *(
+                            _sql_text(line[k])
+                            for k in ("session_id", "message_id", "attachment_id")
+                        ),
                         *(_nullable(line[key]) for key in ("name", "type", "size")),
                         line["at"],
                         "done" if done else "failed",
@@ -114,9 +117,29 @@ class ManifestIndex:
             conn.execute("UPDATE manifest_index SET seq = ?, head = ?", (seq, head))
 
 
+# What SQLite's INTEGER holds; Python's sqlite3 raises OverflowError beyond it.
+_INT64: Final = range(-(2**63), 2**63)
+
+
+def _sql_text(value: str) -> str:
+    """`value` in a form SQLite can store. JSON may carry a lone surrogate (text cut inside a
+    UTF-16 pair) that UTF-8 cannot: it is kept as its backslash escape. Everything `apply`
+    stores must fit, or one odd line that `verify` accepts would stop the writer, and the
+    start-up replay of that same line would stop every later start."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def _nullable(value: Any) -> Any:
-    # name/type/size are stored for the operator's `status` view; odd types become NULL.
-    return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+    # name/type/size are stored for the operator's `status` view; what does not fit is NULL.
+    if isinstance(value, str):
+        return _sql_text(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in _INT64:
+        return value
+    return None
 
 
 def _listed_attachments(record: Mapping[str, Any]) -> list[tuple[Any, Any, Any, Any]]:
@@ -126,7 +149,7 @@ def _listed_attachments(record: Mapping[str, Any]) -> list[tuple[Any, Any, Any, 
         return []
     return [
         (
-            item["id"],
+            _sql_text(item["id"]),
             _nullable(item.get("name")),
             _nullable(item.get("type")),
             _nullable(item.get("size")),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 from typing import Final
 
@@ -31,12 +32,28 @@ def prepare_root(root: Path) -> None:
     _make_private_dir(root)
     for sub in (MANIFEST_DIR, BLOBS_DIR, TMP_DIR):
         _make_private_dir(root / sub)
+    # A new directory's name is durable only once its parent is fsynced: without this a power
+    # cut after the first fsynced lines and blobs could take manifest/ and blobs/ away whole,
+    # while the state (SQLite syncs its own files) already holds the tokens that follow them.
+    with suppress(OSError):  # best effort: the folder above ROOT is the operator's
+        fsync_dir(root.parent)
+    for directory in (root, root / "blobs"):
+        fsync_dir(directory)
     with os.scandir(root / TMP_DIR) as entries:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
             else:
                 os.unlink(entry.path)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory `path` (names created, renamed in) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _make_private_dir(path: Path) -> None:

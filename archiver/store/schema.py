@@ -7,6 +7,7 @@ SQLite cannot read, is answered by starting afresh, never by a migration that co
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
+from archiver.errors import StorageError
 from archiver.store.manifest import ZERO_HASH
 
 SCHEMA_VERSION: Final = 2
@@ -91,17 +93,38 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+# Result codes (low byte) that mean the disk, not the query: full, failing, read-only.
+_DISK_ERRORS: Final = {
+    sqlite3.SQLITE_FULL: errno.ENOSPC,
+    sqlite3.SQLITE_IOERR: errno.EIO,
+    sqlite3.SQLITE_READONLY: errno.EROFS,
+}
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    # IMMEDIATE takes the write lock up front: a deferred transaction that reads first and
-    # then writes can fail with SQLITE_BUSY without waiting when another connection wrote.
-    conn.execute("BEGIN IMMEDIATE")
+    """BEGIN IMMEDIATE ... COMMIT; a full or failing disk raises StorageError, which stops
+    the daemon with one clear line (like the manifest's own write errors) instead of a
+    traceback from whichever task touched the state first."""
     try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        # IMMEDIATE takes the write lock up front: a deferred transaction that reads first and
+        # then writes can fail with SQLITE_BUSY without waiting when another connection wrote.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            # SQLite has already rolled back after some errors (SQLITE_FULL among them); a
+            # second ROLLBACK would raise and hide the error that matters.
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+    except sqlite3.Error as exc:
+        code = _DISK_ERRORS.get((getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF)
+        if code is None:
+            raise
+        raise StorageError(code, f"state.sqlite3 cannot be written: {exc}") from exc
 
 
 def open_database(path: Path) -> sqlite3.Connection:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Final
 
 from archiver.errors import StorageError
-from archiver.store.crash import armed, crash_point
+from archiver.store.crash import crash_point, die, reached
 from archiver.store.manifest import segment_name
 
 _SEGMENT_MODE: Final = 0o640
@@ -82,9 +82,9 @@ class SegmentAppender:
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
-    if armed("manifest_mid_write"):
+    if reached("manifest_mid_write"):
         os.write(fd, view[: len(view) // 2])
-        crash_point("manifest_mid_write")
+        die()
     while view:
         view = view[os.write(fd, view) :]
 

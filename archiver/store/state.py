@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from archiver.store.crash import crash_point
 from archiver.store.layout import STATE_FILE
 from archiver.store.manifest import utc_now_rfc3339
 from archiver.store.schema import open_database, transaction
@@ -153,12 +154,14 @@ class State:
         columns = ", ".join(changes)
         updates = ", ".join(f"{name} = excluded.{name}" for name in changes)
         marks = ", ".join("?" * (len(changes) + 1))
+        crash_point("token_before_save")
         with transaction(self._conn) as conn:
             conn.execute(
                 f"INSERT INTO sessions (session_id, {columns}) VALUES ({marks}) "  # noqa: S608
                 f"ON CONFLICT (session_id) DO UPDATE SET {updates}",
                 (session_id, *changes.values()),
             )
+        crash_point("token_after_save")
 
     def mark_gone(self, session_id: str, reason: str) -> None:
         """The session no longer exists upstream; keep what is archived, stop syncing it."""

@@ -314,9 +314,10 @@ class ManifestWriter:
         try:
             self._index.apply(objs, seq, head)
         except Exception as exc:
-            raise StorageError(
-                f"manifest is durable but state.sqlite3 could not be updated: {exc!r}"
-            ) from exc
+            text = f"manifest is durable but state.sqlite3 could not be updated: {exc}"
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise StorageError(exc.errno, text) from exc
+            raise StorageError(f"{text} ({type(exc).__name__})") from exc
 
     def _plan(
         self, request: _Request, batch_versions: _BatchVersions, first_seq: int

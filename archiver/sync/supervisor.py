@@ -29,6 +29,14 @@ from archiver.zoom.ratelimit import BudgetExhausted
 INCREMENTAL, BACKFILL = 0, 1
 BACKFILL_PAGES_PER_TURN = 8
 FAILURE_LIMIT_ONCE = 3  # attempts per session in --once before the run is declared failed
+# Zoom's clock may run ahead of ours: every list window reaches this far past our "now", so
+# a message Zoom stamped a little "in the future" is listed by the pass that starts after it
+# exists. The watermark stays at our own start time; the lookback covers the other side.
+CLOCK_SKEW = timedelta(minutes=5)
+# The session list gives a session's last message time to the second. A sync that began
+# before that second was over (by this much, for the two clocks) may have missed a message
+# of the same second: the session stays "needs sync" until a sync that began later.
+SAME_SECOND_MARGIN = timedelta(seconds=2)
 META_WALKED_TO = "discovery_walked_to"
 META_WATERMARK = "discovery_watermark"
 
@@ -173,15 +181,16 @@ class Supervisor:
             begin = day_start(self._config.sync.history_start_date)
             if walked_to:
                 begin = datetime.fromisoformat(walked_to) + timedelta(seconds=1)
-            for window in month_windows(begin, started):
+            for window in month_windows(begin, started + CLOCK_SKEW):
                 if self._stop.is_set():
                     return
                 await self._list_window(*window)
-                self._state.set_meta(META_WALKED_TO, window[1].isoformat())
+                # Never past our own start: a resumed walk must list from there on again.
+                self._state.set_meta(META_WALKED_TO, min(window[1], started).isoformat())
             self._state.set_meta(META_WATERMARK, started.isoformat())
             return
         since = datetime.fromisoformat(watermark) - timedelta(seconds=self._config.sync.lookback)
-        for window in month_windows(since, started):
+        for window in month_windows(since, started + CLOCK_SKEW):
             if self._stop.is_set():
                 return
             await self._list_window(*window)
@@ -238,10 +247,12 @@ class Supervisor:
         log = self._log.bind(session_id=session_id)
         before = self._state.get_session(session_id)
         listed_at_start = before.last_message_time if before is not None else None
+        began = self._now()
         try:
             if priority == INCREMENTAL:
                 result = await self._sync.incremental(session_id)
-                self._state.mark_synced(session_id, listed_at_start)
+                if _second_is_over(listed_at_start, began):
+                    self._state.mark_synced(session_id, listed_at_start)
             else:
                 result = await self._sync.backfill(
                     session_id, BACKFILL_PAGES_PER_TURN, self._stop.is_set
@@ -302,3 +313,16 @@ class Supervisor:
             self.enqueue(session_id, priority)
 
         asyncio.get_running_loop().call_later(delay, retry)
+
+
+def _second_is_over(listed: str | None, began: datetime) -> bool:
+    """Whether a sync that began at `began` has seen every message of the listed second."""
+    if listed is None:
+        return True
+    try:
+        second = datetime.fromisoformat(listed)
+    except ValueError:
+        return True  # not a time we wrote; the old rule (mark it synced) is all we can do
+    if second.tzinfo is None:
+        second = second.replace(tzinfo=UTC)
+    return began >= second + timedelta(seconds=1) + SAME_SECOND_MARGIN

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from archiver.errors import (
     SessionGoneError,
@@ -107,15 +109,12 @@ class ZoomClient:
         params = {"sync_type": sync_type, "count": str(count)}
         if sync_token:
             params["sync_token"] = sync_token
-        path = f"/phone/sms/sessions/{quote(session_id, safe='')}/sync"
+        path = f"/phone/sms/sessions/{path_segment(session_id)}/sync"
         body = await self.get_json("sync", path, params, session_id=session_id)
         return parse_sync_page(body, "GET /phone/sms/sessions/{sessionId}/sync", session_id)
 
     async def get_message(self, session_id: str, message_id: str) -> JsonObject:
-        path = (
-            f"/phone/sms/sessions/{quote(session_id, safe='')}"
-            f"/messages/{quote(message_id, safe='')}"
-        )
+        path = f"/phone/sms/sessions/{path_segment(session_id)}/messages/{path_segment(message_id)}"
         body = await self.get_json("get_message", path, {}, session_id=session_id)
         return parse_message(
             body, "GET /phone/sms/sessions/{sessionId}/messages/{messageId}", session_id
@@ -161,16 +160,7 @@ class ZoomClient:
                 label, status, headers, raw if status == 429 else None, endpoint=endpoint
             )
             if status == 200:
-                try:
-                    return json.loads(raw)
-                except ValueError:
-                    raise ZoomResponseError(
-                        "response is not JSON"
-                        + (" (an HTML page)" if raw.lstrip().startswith(b"<") else ""),
-                        status=status,
-                        endpoint=template,
-                        session_id=session_id,
-                    ) from None
+                return decode_body(raw, template, session_id)
             code, message = _error_fields(raw)
             if status == 429:
                 limited += 1
@@ -205,7 +195,9 @@ class ZoomClient:
     async def _send(
         self, path: str, params: Mapping[str, str], token: str
     ) -> tuple[int, Mapping[str, str], bytes]:
-        url = self._auth.api_base + path
+        # encoded=True: the path is escaped already (path_segment), and yarl must not
+        # normalise it: "sessions/../sync" would become another endpoint.
+        url = URL(self._auth.api_base + path, encoded=True)
         async with self._http.get(
             url,
             params=params,
@@ -220,6 +212,42 @@ class ZoomClient:
         return backoff_delay(
             attempt, self._policy.backoff_base, self._policy.backoff_cap, self._rng
         )
+
+
+def decode_body(raw: bytes, endpoint: str, session_id: str | None) -> Any:
+    """The JSON value of a 200's body, or ZoomResponseError saying why it is none.
+
+    Nesting deeper than the decoder's stack raises RecursionError, not ValueError: uncaught,
+    one hostile body would end the task, and with it the daemon.
+    """
+    try:
+        return json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:
+        why = " (an HTML page)" if raw.lstrip().startswith(b"<") else ""
+        if isinstance(exc, RecursionError):
+            why = " (nested too deeply)"
+        raise ZoomResponseError(
+            "response is not JSON" + why, status=200, endpoint=endpoint, session_id=session_id
+        ) from None
+
+
+def _not_json(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; JSON does not, and neither does the manifest.
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf, which no manifest line can hold
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def path_segment(value: str) -> str:
+    """`value` as one path segment: every reserved character escaped, and a segment of dots
+    (".", "..") escaped too, or the URL would be normalised to another endpoint."""
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment.strip(".") == "" else segment
 
 
 def _template(endpoint: str) -> str:

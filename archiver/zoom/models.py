@@ -94,8 +94,10 @@ def parse_session_page(body: Any, endpoint: str) -> SessionPage:
         if not isinstance(item, dict):
             raise _fail(f"sms_sessions[{index}] is not an object", endpoint, None)
         session_id = item.get("session_id")
-        if not isinstance(session_id, str) or not session_id:
-            raise _fail(f"sms_sessions[{index}] has no session_id", endpoint, None)
+        problem = id_problem(session_id)
+        if problem is not None:
+            raise _fail(f"sms_sessions[{index}] {problem.format('session_id')}", endpoint, None)
+        assert isinstance(session_id, str)  # id_problem checked it; this tells mypy
         session_type = item.get("session_type")
         sessions.append(
             SessionInfo(
@@ -107,20 +109,35 @@ def parse_session_page(body: Any, endpoint: str) -> SessionPage:
     return SessionPage(sessions, _optional_str(obj, "next_page_token", endpoint, None))
 
 
+def id_problem(value: Any) -> str | None:
+    """Why `value` is no usable id, or None. JSON can carry a lone surrogate (`"\ud800"`)
+    that UTF-8, and so SQLite and every later lookup by the id, cannot."""
+    if not isinstance(value, str) or not value:
+        return "has no {}"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "has a {} that is not valid Unicode (a lone surrogate)"
+    return None
+
+
 def check_message(record: Any, endpoint: str, session_id: str | None, where: str) -> JsonObject:
     """Validate one message object (sync page, single message, or webhook payload)."""
     if not isinstance(record, dict):
         raise _fail(f"{where} is not an object", endpoint, session_id)
-    message_id = record.get("message_id")
-    if not isinstance(message_id, str) or not message_id:
-        raise _fail(f"{where} has no message_id", endpoint, session_id)
+    problem = id_problem(record.get("message_id"))
+    if problem is not None:
+        raise _fail(f"{where} {problem.format('message_id')}", endpoint, session_id)
     attachments = record.get("attachments")
     if attachments is not None:
         if not isinstance(attachments, list):
             raise _fail(f"{where}.attachments is not a list", endpoint, session_id)
         for index, att in enumerate(attachments):
-            if not isinstance(att, dict) or not isinstance(att.get("id"), str) or not att["id"]:
-                raise _fail(f"{where}.attachments[{index}] has no id", endpoint, session_id)
+            problem = id_problem(att.get("id")) if isinstance(att, dict) else "has no {}"
+            if problem is not None:
+                raise _fail(
+                    f"{where}.attachments[{index}] {problem.format('id')}", endpoint, session_id
+                )
     return record
 
 

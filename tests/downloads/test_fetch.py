@@ -210,8 +210,10 @@ async def test_loopback_name_refused_at_connect_time(tmp_path: Path, server) -> 
     base = await server(ok)
     port = base.rsplit(":", 1)[1]
     strict = UrlPolicy(("http",), ("localhost",), allow_private_addresses=False)
-    with pytest.raises(FetchError, match="transfer failed"):
+    with pytest.raises(FetchError, match="localhost resolves only to private") as info:
         await fetch(tmp_path, f"http://localhost:{port}/f", policy=strict)
+    # A refusal by policy is final: retrying it would only repeat the question.
+    assert not info.value.retryable and not info.value.refresh
 
 
 async def test_self_signed_certificate_refused(tmp_path: Path) -> None:
