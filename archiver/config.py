@@ -393,52 +393,63 @@ def read_secret_file(path: str | os.PathLike[str], key: str) -> Secret:
     return Secret(value)
 
 
-def read_client_secret(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
-    """The client secret, from (in order) `zoom.client_secret_file`, systemd's
-    `$CREDENTIALS_DIRECTORY/client_secret`, or the `ZOOM_CLIENT_SECRET` environment variable."""
+def _resolve_secret(
+    config: Config,
+    environ: Mapping[str, str] | None,
+    *,
+    file: str | None,
+    key: str,
+    credential: str,
+    variable: str,
+    missing: str,
+) -> Secret:
+    """A secret from (in order) the configured file, systemd's `$CREDENTIALS_DIRECTORY/
+    <credential>` (LoadCredential= makes it private to the service), or an environment
+    variable. Files must not be readable by group or others."""
     env = os.environ if environ is None else environ
-    key = "zoom.client_secret_file"
     try:
-        if config.zoom.client_secret_file:
-            return read_secret_file(config.zoom.client_secret_file, key)
+        if file:
+            return read_secret_file(file, key)
         credentials = env.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / "client_secret").exists():
-            # systemd's LoadCredential= makes this file private to the service already.
-            return read_secret_file(Path(credentials) / "client_secret", key)
-        if env.get("ZOOM_CLIENT_SECRET"):
-            return Secret(env["ZOOM_CLIENT_SECRET"])
+        if credentials and (Path(credentials) / credential).exists():
+            return read_secret_file(Path(credentials) / credential, key)
+        if env.get(variable):
+            return Secret(env[variable])
     except ConfigError as exc:
         raise ConfigError(exc.problem, file=config.source, key=exc.key) from None
     raise ConfigError(
-        "no client secret: set zoom.client_secret_file, use systemd LoadCredential="
-        "client_secret:..., or set the ZOOM_CLIENT_SECRET environment variable",
+        f"{missing}: set {key}, use systemd LoadCredential={credential}:..., or set the "
+        f"{variable} environment variable",
         file=config.source,
         key=key,
     )
 
 
+def read_client_secret(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
+    """The client secret, from `zoom.client_secret_file`, `$CREDENTIALS_DIRECTORY/
+    client_secret`, or `ZOOM_CLIENT_SECRET`."""
+    return _resolve_secret(
+        config,
+        environ,
+        file=config.zoom.client_secret_file,
+        key="zoom.client_secret_file",
+        credential="client_secret",
+        variable="ZOOM_CLIENT_SECRET",
+        missing="no client secret",
+    )
+
+
 def read_webhook_secret(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
-    """The webhook secret token, from (in order) `webhook.secret_token_file`, systemd's
-    `$CREDENTIALS_DIRECTORY/webhook_secret`, or the `ZOOM_WEBHOOK_SECRET_TOKEN` environment
-    variable. The same permission rules as the client secret apply to files."""
-    env = os.environ if environ is None else environ
-    key = "webhook.secret_token_file"
-    try:
-        if config.webhook.secret_token_file:
-            return read_secret_file(config.webhook.secret_token_file, key)
-        credentials = env.get("CREDENTIALS_DIRECTORY")
-        if credentials and (Path(credentials) / "webhook_secret").exists():
-            return read_secret_file(Path(credentials) / "webhook_secret", key)
-        if env.get("ZOOM_WEBHOOK_SECRET_TOKEN"):
-            return Secret(env["ZOOM_WEBHOOK_SECRET_TOKEN"])
-    except ConfigError as exc:
-        raise ConfigError(exc.problem, file=config.source, key=exc.key) from None
-    raise ConfigError(
-        "no webhook secret token (required when webhook.enabled = true): set "
-        "webhook.secret_token_file, use systemd LoadCredential=webhook_secret:..., or set the "
-        "ZOOM_WEBHOOK_SECRET_TOKEN environment variable",
-        file=config.source,
-        key=key,
+    """The webhook secret token, from `webhook.secret_token_file`, `$CREDENTIALS_DIRECTORY/
+    webhook_secret`, or `ZOOM_WEBHOOK_SECRET_TOKEN`."""
+    return _resolve_secret(
+        config,
+        environ,
+        file=config.webhook.secret_token_file,
+        key="webhook.secret_token_file",
+        credential="webhook_secret",
+        variable="ZOOM_WEBHOOK_SECRET_TOKEN",
+        missing="no webhook secret token (required when webhook.enabled = true)",
     )
 
 
