@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -35,6 +36,12 @@ def _escape_lone_surrogates(exc: UnicodeError) -> tuple[str, int]:
     # the very same string, so the record is archived as received instead of being refused.
     assert isinstance(exc, UnicodeEncodeError)
     bad = exc.object[exc.start : exc.end]
+    for high, low in itertools.pairwise(bad):
+        if "\ud800" <= high <= "\udbff" and "\udc00" <= low <= "\udfff":
+            # Two code points that form a pair: written as two escapes, they would parse
+            # back as ONE character, and the line would no longer match its digest. (JSON
+            # text never yields this; only a record built in code can.)
+            raise ValueError("a surrogate pair held as two code points cannot be archived")
     return "".join(f"\\u{ord(ch):04x}" for ch in bad), exc.end
 
 

@@ -246,3 +246,29 @@ def test_ids_that_utf8_cannot_carry_refuse_the_page(record: dict[str, Any]) -> N
 def test_a_session_id_that_utf8_cannot_carry_refuses_the_list() -> None:
     with pytest.raises(ZoomResponseError, match="lone surrogate"):
         parse_session_page({"sms_sessions": [{"session_id": "s\ud800"}]}, LIST)
+
+
+async def test_what_the_writer_takes_verifies_and_what_would_not_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A lone surrogate is archived as received (a \\u escape that reads back the same); two
+    that form a pair would read back as one character, so the line would not match its
+    digest: refused, nothing written. Found by the fuzz test above."""
+    root = tmp_path / "archive"
+    prepare_root(root)
+    state = State.open(root)
+    writer = await ManifestWriter.open(root, state)
+    try:
+        await writer.append_messages("s", [{"message_id": "lone", "text": "cut \ud800"}], "sync")
+        seq = writer.seq
+        with pytest.raises(ValueError, match="surrogate pair"):
+            await writer.append_messages(
+                "s", [{"message_id": "pair", "text": "\ud800\udc00"}], "sync"
+            )
+        assert writer.seq == seq and not writer.failed
+    finally:
+        await writer.close()
+        state.close()
+    report = verify_archive(root)
+    assert report.ok, report.problems
+    assert report.messages == 1
