@@ -83,6 +83,7 @@ def _curl(
     urls: list[tuple[str, int]], folder: Path, parallel: int, timeout: float
 ) -> tuple[Usage, float]:
     """curl's usage fetching every URL into `folder`, and the seconds to fsync its files."""
+    folder.mkdir(parents=True, exist_ok=True)
     config = folder.parent / f"{folder.name}.curlrc"
     config.write_text(
         "".join(
@@ -90,7 +91,6 @@ def _curl(
         )
     )
     config.chmod(0o600)  # the URLs carry JWTs
-    folder.mkdir(parents=True, exist_ok=True)
     usage, stderr = run_measured(
         [
             CURL,

@@ -34,6 +34,7 @@ from bench.report import Goal, Row, figure
 
 LOOKBACK_POLLS = 10
 ACTIVE_SHARE = 0.01
+QUIET_SECONDS = 2.0
 
 
 def _interval(
@@ -99,7 +100,10 @@ def idle_cost(ctx: Context) -> Row:
                     (endpoint_requests(after, "sync") - endpoint_requests(before, "sync"))
                     / sizes.idle_polls
                 )
-            time.sleep(2 * poll + 1)  # the last news is archived before the daemon stops
+            time.sleep(poll + 1)  # the last news is archived
+            cpu, quiet = daemon.cpu(), time.monotonic()
+            time.sleep(max(2 * poll, QUIET_SECONDS))  # no news at all: what waiting costs
+            idle_load = (daemon.cpu() - cpu) / (time.monotonic() - quiet)
             usage = daemon.stop()
         finally:
             daemon.kill()
@@ -116,6 +120,7 @@ def idle_cost(ctx: Context) -> Row:
             figure("  of which session list", lists),
             figure("  of which sync", syncs),
             figure("archiver CPU per poll", cpu_per_poll, "s"),
+            figure("archiver CPU with no news at all", [1000 * idle_load], "ms per s"),
         ],
         [
             f"simulator: --seed {ctx.seed} --sessions {len(sessions):,} --mean-messages 2 "

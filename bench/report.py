@@ -7,11 +7,14 @@ and other tools read.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import operator
 import os
 import platform
 import statistics
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +103,8 @@ def _number(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
     magnitude = abs(value)
+    if value == int(value):  # counts, and ratios that came out whole
+        return f"{int(value):,}"
     if magnitude >= 10_000:
         return f"{value:,.0f}"
     if magnitude >= 100:
@@ -163,7 +168,9 @@ def machine() -> dict[str, str]:
         kib = int(meminfo.read_text().split()[1])
         memory = f"{kib / 1024 / 1024:.0f} GiB"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    reference = f"{reference_cpu() * 1000:.0f}"
     return {
+        "reference": reference,
         "cpu": model,
         "cores": str(os.cpu_count()),
         "memory": memory,
@@ -173,11 +180,37 @@ def machine() -> dict[str, str]:
     }
 
 
+def reference_cpu(records: int = 20_000) -> float:
+    """CPU seconds of a fixed workload shaped like the archiver's hot path (canonical JSON and
+    SHA-256 of message-like records), best of three: how fast this machine is right now. The
+    CPU rows move with it; compare it between runs before comparing their figures."""
+    record = {
+        "message_id": "x" * 22,
+        "date_time": "2026-01-01T00:00:00Z",
+        "direction": "In",
+        "message": "Hello, see you tomorrow at noon " * 3,
+        "sender": {"phone_number": "12025550100", "display_name": "Ana Smith"},
+        "to_members": [{"phone_number": "12025550101", "display_name": "Björn Müller"}],
+    }
+    best = math.inf
+    for _ in range(3):
+        started = time.process_time()
+        for n in range(records):
+            text = json.dumps({**record, "n": n}, sort_keys=True, separators=(",", ":"))
+            hashlib.sha256(text.encode()).hexdigest()
+            json.loads(text)
+        best = min(best, time.process_time() - started)
+    return best
+
+
 def machine_line(info: dict[str, str]) -> str:
-    return (
+    line = (
         f"{info['cpu']}, {info['cores']} cores, {info['memory']} RAM, {info['kernel']}, "
         f"Python {info['python']}; load average at start {info['load']}"
     )
+    if "reference" in info:
+        line += f"; reference workload {info['reference']} CPU-ms (lower = faster machine now)"
+    return line
 
 
 def as_json(rows: Sequence[Row], meta: dict[str, Any]) -> dict[str, Any]:
