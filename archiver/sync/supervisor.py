@@ -121,6 +121,11 @@ class Supervisor:
             raise self._fatal
 
     async def _wait_until_done(self, discovery: asyncio.Task[None]) -> None:
+        if not self._once:
+            # The daemon only ends when told (a fatal error sets the same event; a failing
+            # child task cancels this one through the TaskGroup): no need to poll.
+            await self._stop.wait()
+            return
         while not self._stop.is_set() and self._fatal is None:
             if (
                 self._once
