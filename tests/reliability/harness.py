@@ -152,25 +152,13 @@ def tail(log: Path, chars: int = 3000) -> str:
 
 
 @dataclass
-class CycleReport:
-    cycles: int = 0
-    random_kills: int = 0
-    named_kills: Counter[str] = field(default_factory=Counter)
-    named_not_reached: int = 0  # the run finished before the point's n-th arrival
-    clean_exits: int = 0
+class RunVerdict:
+    """What every reliability run ends with; one `ok` for the crash cycles and the soak."""
+
     bad_exits: list[str] = field(default_factory=list)
-    revocations: int = 0
-    messages_added: int = 0
-    faults: dict[str, int] = field(default_factory=dict)  # injected by the simulator
-    unauthorized: int = 0  # 401s answered (revoked tokens)
     crash_audit_failures: list[str] = field(default_factory=list)
     final: Audit = field(default_factory=Audit)
     final_exit: int | None = None
-    seconds: float = 0.0
-
-    @property
-    def kills(self) -> int:
-        return self.random_kills + sum(self.named_kills.values())
 
     @property
     def ok(self) -> bool:
@@ -180,6 +168,24 @@ class CycleReport:
             and self.final_exit == 0
             and self.final.ok
         )
+
+
+@dataclass
+class CycleReport(RunVerdict):
+    cycles: int = 0
+    random_kills: int = 0
+    named_kills: Counter[str] = field(default_factory=Counter)
+    named_not_reached: int = 0  # the run finished before the point's n-th arrival
+    clean_exits: int = 0
+    revocations: int = 0
+    messages_added: int = 0
+    faults: dict[str, int] = field(default_factory=dict)  # injected by the simulator
+    unauthorized: int = 0  # 401s answered (revoked tokens)
+    seconds: float = 0.0
+
+    @property
+    def kills(self) -> int:
+        return self.random_kills + sum(self.named_kills.values())
 
     def table(self) -> str:
         final = self.final

@@ -23,8 +23,9 @@ from pathlib import Path
 import psutil  # type: ignore[import-untyped]  # no stubs in the lock file; used lightly
 
 from archiver.simulator import Simulator
-from tests.reliability.audit import Audit, Truth, crash_audit, final_audit
+from tests.reliability.audit import Truth, crash_audit, final_audit
 from tests.reliability.harness import (
+    RunVerdict,
     archiver_config,
     finish,
     launch,
@@ -34,26 +35,13 @@ from tests.reliability.harness import (
 
 
 @dataclass
-class SoakReport:
+class SoakReport(RunVerdict):
     seconds: float = 0.0
     restarts_kill: int = 0
     restarts_term: int = 0
-    bad_exits: list[str] = field(default_factory=list)
     faults: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     rss_peaks_mib: list[float] = field(default_factory=list)  # per daemon process
-    crash_audit_failures: list[str] = field(default_factory=list)
-    final: Audit = field(default_factory=Audit)
-    final_exit: int | None = None
-
-    @property
-    def ok(self) -> bool:
-        return (
-            not self.bad_exits
-            and not self.crash_audit_failures
-            and self.final_exit == 0
-            and self.final.ok
-        )
 
     def table(self) -> str:
         final = self.final
