@@ -54,8 +54,8 @@ def plan_messages(
             record = strip_jwt(record)  # noqa: PLW2901 - archive the stripped copy
             raw = canonical(record)
         digest = sha256_hex(raw)
-        versions = known.setdefault(message_id, [])
-        if any(seen == digest for seen, _ in versions):
+        versions = known.get(message_id)
+        if versions and any(seen == digest for seen, _ in versions):
             unchanged += 1
             continue
         entry: dict[str, Any] = {
@@ -66,12 +66,13 @@ def plan_messages(
             "digest": digest,
             "source": source,
         }
-        if versions:
-            entry["supersedes"] = max(seq for _, seq in versions)
-            changed += 1
-        else:
+        if not versions:  # the common case: a message not archived before
+            known[message_id] = [(digest, first_seq + len(entries))]
             new += 1
-        versions.append((digest, first_seq + len(entries)))
+        else:
+            entry["supersedes"] = max(seq for _, seq in versions)
+            versions.append((digest, first_seq + len(entries)))
+            changed += 1
         entries.append(entry)
         encoded.append(raw)
     return Plan(entries, encoded, new, changed, unchanged)

@@ -126,6 +126,8 @@ def _sql_text(value: str) -> str:
     UTF-16 pair) that UTF-8 cannot: it is kept as its backslash escape. Everything `apply`
     stores must fit, or one odd line that `verify` accepts would stop the writer, and the
     start-up replay of that same line would stop every later start."""
+    if value.isascii():  # the common case, and no surrogate is ASCII
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -287,11 +287,13 @@ class ManifestWriter:
                 entries, encoded, counts = self._plan(request, batch_versions, seq + 1)
                 for entry, record in zip(entries, encoded, strict=True):
                     seq += 1
-                    obj = line_object(entry, seq, head, at)
-                    if record is None:
+                    if record is None:  # the caller's entry: checked and encoded in full
+                        obj = line_object(entry, seq, head, at)
                         line = canonical(obj)
-                    else:
+                    else:  # planned here: a fresh dict of known shape, completed in place
                         line = encode_message_line(entry, seq, head, at, record)
+                        obj = entry
+                        obj["seq"], obj["prev"], obj["at"] = seq, head, at
                     head = line_hash(line)
                     lines.append(line)
                     objs.append(obj)

@@ -114,6 +114,8 @@ def id_problem(value: Any) -> str | None:
     that UTF-8, and so SQLite and every later lookup by the id, cannot."""
     if not isinstance(value, str) or not value:
         return "has no {}"
+    if value.isascii():  # the common case, and no surrogate is ASCII
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
