@@ -32,6 +32,7 @@ Key = tuple[str, str, str]  # session_id, message_id, attachment_id
 MAX_ATTEMPTS = 6  # transfer failures (resets, 5xx, short bodies) before attachment_failed
 MAX_REFRESHES = 4  # fresh URLs tried before attachment_failed
 RETRY_BASE = 1.0
+MAX_IDLE_WAIT = 60.0  # re-check at least this often: the wall clock may have jumped
 
 
 @dataclass
@@ -188,6 +189,12 @@ class DownloadManager:
         async with asyncio.TaskGroup() as group:
             for _ in range(self._config.workers):
                 group.create_task(self._worker(stop))
+            group.create_task(self._wake_on(stop))
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        """Idle workers sleep until a job comes (no polling); stopping must wake them too."""
+        await stop.wait()
+        self._wakeup.set()
 
     async def _next_job(self, stop: asyncio.Event) -> Job | None:
         while not stop.is_set():
@@ -204,9 +211,10 @@ class DownloadManager:
                 self._active.add(key)
                 return job
             self._wakeup.clear()
-            timeout = 0.5
-            if self._heap:
-                timeout = min(timeout, max(0.01, self._heap[0][0] - now))
+            timeout = None  # nothing queued: wait for _push or stop
+            if self._heap:  # the first job waits for its backoff (not_before) to end
+                ready_in = self._jobs[self._heap[0][2]].not_before - now
+                timeout = min(MAX_IDLE_WAIT, max(0.01, ready_in))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
         return None
