@@ -141,6 +141,7 @@ async def run(
         fetcher = Fetcher(
             files, policy, tmp_dir=config.root / "tmp", max_bytes=config.downloads.max_bytes
         )
+        stack.callback(fetcher.close)
         downloads = DownloadManager(
             config.downloads,
             config.root,

@@ -9,27 +9,25 @@ sent: no automatic decompression, `Accept-Encoding: identity`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import json
-import os
 import secrets
 import socket
 from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
-import aiofiles
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
+from archiver.downloads.sink import FileSink
 from archiver.downloads.urls import UrlPolicy, UrlRefused, address_is_public, check_url
 from archiver.errors import StorageError
 
-CHUNK = 256 * 1024
+HEAD = 65536  # the start of the body, kept to tell an error document from a file
 MAX_REDIRECTS = 5
 ERROR_KEYS = frozenset({"code", "message", "error", "errorCode", "errorMessage", "reason"})
 
@@ -106,7 +104,9 @@ def download_session(policy: UrlPolicy, connections: int) -> aiohttp.ClientSessi
         limit=connections,
         ssl=True,  # verify certificates, always
     )
-    return aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=False)
+    return aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, trust_env=False, read_bufsize=1 << 20
+    )
 
 
 def looks_like_error_document(head: bytes, content_type: str) -> bool:
@@ -129,12 +129,22 @@ class Fetcher:
         tmp_dir: Path,
         max_bytes: int,
         read_timeout: float = 60.0,
+        executor: Executor | None = None,
     ) -> None:
+        """`executor` runs the thread that hashes and writes each download (`sink.py`);
+        one thread per concurrent download. By default a pool of its own, closed by
+        `close`."""
+        self._own_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(thread_name_prefix="download-sink")
         self._http = http
         self._policy = policy
         self._tmp = tmp_dir
         self._max_bytes = max_bytes
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
+
+    def close(self) -> None:
+        if self._own_executor:
+            self._executor.shutdown(wait=True)  # every sink has closed (and tidied) its file
 
     async def fetch(self, url: str, *, expected_size: int | None, dig: str | None) -> Fetched:
         if expected_size is not None and expected_size > self._max_bytes:
@@ -188,33 +198,24 @@ class Fetcher:
             raise FetchError(f"Content-Length {length} exceeds downloads.max_bytes")
         content_type = response.headers.get("Content-Type", "")
         path = self._tmp / f"{secrets.token_hex(16)}.part"
-        digest = hashlib.sha256()
-        size = 0
+        sink = FileSink(path, self._executor)
         head = b""
         try:
-            with _local_disk("create a file in tmp/"):
-                out = await aiofiles.open(path, "wb")
-            try:
-                async for chunk in response.content.iter_chunked(CHUNK):
-                    size += len(chunk)
-                    if size > self._max_bytes:
-                        raise FetchError(f"body exceeds downloads.max_bytes ({self._max_bytes})")
-                    if len(head) < 65536:
-                        head += chunk[: 65536 - len(head)]
-                    digest.update(chunk)
-                    with _local_disk("write a download to tmp/"):
-                        await out.write(chunk)
-                with _local_disk("fsync a download in tmp/"):
-                    await out.flush()
-                    await asyncio.to_thread(os.fsync, out.fileno())
-            finally:
-                with _local_disk("close a download in tmp/"):
-                    await out.close()
+            async for chunk in response.content.iter_any():
+                if sink.size + len(chunk) > self._max_bytes:
+                    raise FetchError(f"body exceeds downloads.max_bytes ({self._max_bytes})")
+                if len(head) < HEAD:
+                    head += chunk[: HEAD - len(head)]
+                with _local_disk("write a download to tmp/"):
+                    await sink.write(chunk)
+            with _local_disk("fsync a download in tmp/"):
+                sha = await sink.finish()
         except BaseException:
+            sink.abort()
             with contextlib.suppress(OSError):
                 path.unlink()
             raise
-        sha = digest.hexdigest()
+        size = sink.size
         try:
             self._check_body(
                 size=size,
@@ -242,7 +243,7 @@ class Fetcher:
         if dig is not None and dig == sha:
             return  # the JWT vouches for exactly these bytes
         if (
-            size < 65536
+            size < HEAD
             and looks_like_error_document(head, content_type)
             and (expected_size is None or size != expected_size)
         ):
