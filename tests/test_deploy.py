@@ -279,8 +279,9 @@ SECCOMP_MDWE = textwrap.dedent(
 )
 
 # What the daemon does, with every C extension it loads: TLS context, SQLite in WAL mode from
-# a thread, fcntl lock, fsync, an aiohttp server and client (C parser, gzip) on loopback, JWT,
-# Prometheus, structlog, and an import of every module of the archiver package.
+# a thread, fcntl lock, a download's file sink (thread, fadvise, fsync), an aiohttp server and
+# client (C parser, gzip) on loopback, JWT, Prometheus, structlog, and an import of every
+# module of the archiver package.
 WORKLOAD = textwrap.dedent(
     """
     import asyncio, fcntl, hashlib, importlib, mmap, os, pkgutil, sqlite3, ssl, sys
@@ -292,7 +293,9 @@ WORKLOAD = textwrap.dedent(
         if sys.argv[2] == "mdwe":
             sys.exit("a writable+executable mapping was allowed: the filter is not active")
 
-    import aiofiles, aiohttp, asyncio_throttle, jwt, prometheus_client, rich.progress, structlog
+    import aiohttp, asyncio_throttle, jwt, prometheus_client, rich.progress, structlog
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
     from aiohttp import web
     import archiver
     for module in pkgutil.walk_packages(archiver.__path__, "archiver.", onerror=print):
@@ -326,10 +329,11 @@ WORKLOAD = textwrap.dedent(
         assert await asyncio.to_thread(database, root) == 1000
         with open(os.path.join(root, "LOCK"), "w") as lock:
             fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        async with aiofiles.open(os.path.join(root, "blob"), "wb") as f:
-            await f.write(os.urandom(1 << 20))
-            await f.flush()
-            await asyncio.to_thread(os.fsync, f.fileno())
+        from archiver.downloads.sink import FileSink  # how downloads are written
+        with ThreadPoolExecutor() as pool:
+            sink = FileSink(Path(root) / "blob", pool)
+            await sink.write(os.urandom(1 << 20))
+            await sink.finish()
         app = web.Application()
         app.router.add_post("/x", handler)
         runner = web.AppRunner(app)
