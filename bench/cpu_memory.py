@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from bench.account import archived_attachments, archived_messages, read_account
 from bench.context import GIB, Context
-from bench.harness import TOML_VALUE, BenchError, Simulator, run_once, write_config
+from bench.harness import TOML_VALUE, BenchError, Simulator, Usage, run_once, write_config
 from bench.report import Figure, Goal, Row, figure
 
 # Zoom's ceiling for a backfill: Business+ Medium, 20 sync calls/s x 250 messages.
@@ -23,29 +23,41 @@ def _bytes(size: int) -> str:
     return f"{size / GIB:g} GiB" if size >= GIB else f"{size / MB:g} MB"
 
 
-def cpu_per_message(ctx: Context) -> Row:
-    sizes = ctx.sizes
-    flags = {
+def cpu_flags(ctx: Context) -> dict[str, TOML_VALUE]:
+    """The simulator's account for row 5: full pages, no attachments."""
+    return {
         "seed": ctx.seed,
-        "sessions": sizes.cpu_sessions,
-        "mean_messages": sizes.cpu_mean_messages,
-        "max_messages": int(sizes.cpu_mean_messages * 10),
+        "sessions": ctx.sizes.cpu_sessions,
+        "mean_messages": ctx.sizes.cpu_mean_messages,
+        "max_messages": int(ctx.sizes.cpu_mean_messages * 10),
         "busy_fraction": 0.0,
         "attachment_probability": 0.0,
     }
+
+
+def backfill(ctx: Context, sim: Simulator, name: str, total: int) -> tuple[Usage, float]:
+    """One `run --once` into a fresh archive, checked complete: its usage and the
+    simulator's load (cores) meanwhile."""
+    folder = ctx.folder(name)
+    config = write_config(folder, sim.info)
+    sim_cpu = sim.cpu()
+    usage = run_once(config, ctx.log(name), ctx.sizes.timeout)
+    sim_load = (sim.cpu() - sim_cpu) / usage.wall
+    archived = archived_messages(folder / "archive")
+    ctx.discard(folder)
+    if archived != total:
+        raise BenchError(f"archived {archived} of {total} messages")
+    return usage, sim_load
+
+
+def cpu_per_message(ctx: Context) -> Row:
+    sizes = ctx.sizes
     rates, cores, walls, rss, sim_load = [], [], [], [], []
-    with Simulator(flags, ctx.log("row5-simulator")) as sim:
+    with Simulator(cpu_flags(ctx), ctx.log("row5-simulator")) as sim:
         total = read_account(sim).total_messages
         for n in range(sizes.runs):
-            folder = ctx.folder(f"row5-run{n}")
-            config = write_config(folder, sim.info)
-            sim_cpu = sim.cpu()
-            usage = run_once(config, ctx.log(f"row5-run{n}"), sizes.timeout)
-            sim_load.append((sim.cpu() - sim_cpu) / usage.wall)
-            archived = archived_messages(folder / "archive")
-            ctx.discard(folder)
-            if archived != total:
-                raise BenchError(f"archived {archived} of {total} messages")
+            usage, load = backfill(ctx, sim, f"row5-run{n}", total)
+            sim_load.append(load)
             rates.append(total / usage.cpu)
             cores.append(ZOOM_MAX_MESSAGES_PER_SECOND * usage.cpu / total)
             walls.append(total / usage.wall)

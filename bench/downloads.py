@@ -21,12 +21,14 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from bench.account import archived_attachments, read_account
 from bench.context import GIB, Context
 from bench.harness import (
+    TOML_VALUE,
     Archiver,
     BenchError,
     Poller,
@@ -127,19 +129,89 @@ def _downloads(stats: Mapping[str, Any]) -> int:
     return int(stats["downloads"]["count"])
 
 
-def throughput(ctx: Context) -> Row:
-    sizes = ctx.sizes
-    parallel = sizes.download_parallel
-    flags = {
+def account_flags(ctx: Context) -> dict[str, TOML_VALUE]:
+    """The simulator's account for row 6: tiny attachments plus the large ones."""
+    return {
         "seed": ctx.seed,
         "sessions": 8,
         "mean_messages": 4,
         "busy_fraction": 0.0,
         "attachment_probability": 0.5,
         "max_attachment_bytes": 1024,
-        "large_attachments": sizes.download_files,
-        "large_attachment_bytes": sizes.download_file_bytes,
+        "large_attachments": ctx.sizes.download_files,
+        "large_attachment_bytes": ctx.sizes.download_file_bytes,
     }
+
+
+@dataclass(frozen=True)
+class Download:
+    """One archiver run over row 6's account."""
+
+    rate: float  # bytes/s from the file host's first download to the archiver's exit
+    usage: Usage
+    sim_load: float  # simulator cores over the same span
+
+
+def archiver_download(ctx: Context, sim: Simulator, name: str, total: int) -> Download:
+    """`run --once` into a fresh archive; checks that every byte was fetched and stored."""
+    sizes = ctx.sizes
+    folder = ctx.folder(name)
+    config = write_config(
+        folder,
+        sim.info,
+        downloads={
+            "workers": sizes.download_parallel,
+            "max_bytes": sizes.download_file_bytes + GIB,
+        },
+    )
+    poller = Poller(sim)
+    before = poller.sample()
+    sim_cpu = sim.cpu()
+    archiver = Archiver(config, once=True, log=ctx.log(name)).start()
+    try:
+        usage = archiver.wait(sizes.timeout, poller.sample, 0.05)
+    finally:
+        archiver.kill()
+    ended = archiver.started + usage.wall
+    first, _ = poller.span(_downloads)
+    sent = poller.samples[-1][1]["downloads"]["bytes"] - before["downloads"]["bytes"]
+    stored = archived_attachments(folder / "archive")
+    ctx.discard(folder)
+    if sent != total or sum(int(line.get("size", -1)) for line in stored) != total:
+        raise BenchError(f"the archiver fetched {sent} bytes, stored {len(stored)} files")
+    return Download(total / (ended - first), usage, (sim.cpu() - sim_cpu) / (ended - first))
+
+
+def account_urls(ctx: Context, sim: Simulator) -> list[tuple[str, int]]:
+    """Fresh URLs of every attachment, after checking the account holds the large ones."""
+    account = read_account(sim)
+    size = ctx.sizes.download_file_bytes
+    large = sum(1 for s in account.attachments.values() if s == size)
+    if large < ctx.sizes.download_files:
+        raise BenchError(
+            f"the account has {large} large attachments, not {ctx.sizes.download_files}"
+        )
+    return fresh_urls(sim.info, sorted(account.messages))
+
+
+def curl_download(ctx: Context, sim: Simulator, name: str) -> tuple[float, float, Usage]:
+    """curl over fresh URLs of the same files: (bytes/s, bytes/s with an fsync, usage)."""
+    account = read_account(sim)
+    urls = fresh_urls(sim.info, sorted(account.messages))
+    total = sum(size for _, size in urls)
+    target = ctx.folder(name)
+    try:
+        usage, synced = _curl(
+            urls, target / "files", ctx.sizes.download_parallel, ctx.sizes.timeout
+        )
+    finally:
+        ctx.discard(target)
+    return total / usage.wall, total / (usage.wall + synced), usage
+
+
+def throughput(ctx: Context) -> Row:
+    sizes = ctx.sizes
+    parallel = sizes.download_parallel
     archiver_rates: list[float] = []
     curl_rates: list[float] = []
     ratios: list[float] = []
@@ -148,54 +220,22 @@ def throughput(ctx: Context) -> Row:
     cpu: list[float] = []
     curl_cpu: list[float] = []
     sim_load: list[float] = []
-    with Simulator(flags, ctx.log("row6-simulator")) as sim:
-        account = read_account(sim)
-        large = sum(1 for s in account.attachments.values() if s == sizes.download_file_bytes)
-        if large < sizes.download_files:
-            raise BenchError(
-                f"the account has {large} large attachments, not {sizes.download_files}"
-            )
-        urls = fresh_urls(sim.info, sorted(account.messages))
+    with Simulator(account_flags(ctx), ctx.log("row6-simulator")) as sim:
+        urls = account_urls(ctx, sim)
         total = sum(size for _, size in urls)
         for n in range(sizes.runs):
             # A: the archiver
-            folder = ctx.folder(f"row6-archiver-{n}")
-            config = write_config(
-                folder,
-                sim.info,
-                downloads={"workers": parallel, "max_bytes": sizes.download_file_bytes + GIB},
-            )
-            poller = Poller(sim)
-            before = poller.sample()
-            sim_cpu = sim.cpu()
-            archiver = Archiver(config, once=True, log=ctx.log(f"row6-archiver-{n}")).start()
-            try:
-                usage = archiver.wait(sizes.timeout, poller.sample, 0.05)
-            finally:
-                archiver.kill()
-            ended = archiver.started + usage.wall
-            first, _ = poller.span(_downloads)
-            after = poller.samples[-1][1]
-            sent = after["downloads"]["bytes"] - before["downloads"]["bytes"]
-            stored = archived_attachments(folder / "archive")
-            ctx.discard(folder)
-            if sent != total or sum(int(line.get("size", -1)) for line in stored) != total:
-                raise BenchError(f"the archiver fetched {sent} bytes, stored {len(stored)} files")
-            archiver_rate = total / (ended - first)
-            whole.append(total / usage.wall / MB)
-            cpu.append(usage.cpu)
-            sim_load.append((sim.cpu() - sim_cpu) / (ended - first))
-            # B: curl, same URLs, same parallelism
-            target = ctx.folder(f"row6-curl-{n}")
-            curl, synced = _curl(urls, target / "files", parallel, sizes.timeout)
-            ctx.discard(target)
-            fetched = curl.wall
-            curl_rate = total / fetched
+            run = archiver_download(ctx, sim, f"row6-archiver-{n}", total)
+            whole.append(total / run.usage.wall / MB)
+            cpu.append(run.usage.cpu)
+            sim_load.append(run.sim_load)
+            # B: curl, same files (fresh URLs), same parallelism
+            curl_rate, synced_rate, curl = curl_download(ctx, sim, f"row6-curl-{n}")
             curl_cpu.append(curl.cpu)
-            archiver_rates.append(archiver_rate / MB)
+            archiver_rates.append(run.rate / MB)
             curl_rates.append(curl_rate / MB)
-            ratios.append(archiver_rate / curl_rate)
-            synced_ratios.append(archiver_rate / (total / (fetched + synced)))
+            ratios.append(run.rate / curl_rate)
+            synced_ratios.append(run.rate / synced_rate)
     return Row(
         "6",
         "download throughput",

@@ -75,3 +75,21 @@ def test_bench_smoke(tmp_path: Path) -> None:
     p50 = _median(figures, "8a", "p50")
     assert 0 <= p50 < 60 and math.isfinite(p50)
     assert report["preset"] == "smoke"
+
+
+def test_ab_smoke() -> None:
+    """`python -m bench.ab` unpacks HEAD's archiver, runs both trees pair by pair, and reports
+    the ratio of each pair: at tiny sizes, both being near-identical, near 1."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.ab", "--row", "5", "--pairs", "2", "--smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("pair ") for line in lines) == 2, result.stdout
+    ratio = next(line for line in lines if "working tree ÷ baseline" in line)
+    median = float(ratio.split(": ")[1].split()[0])
+    assert 0.3 < median < 3.0, ratio
