@@ -139,7 +139,11 @@ async def run(
             download_session(policy, config.downloads.workers * 2)
         )
         fetcher = Fetcher(
-            files, policy, tmp_dir=config.root / "tmp", max_bytes=config.downloads.max_bytes
+            files,
+            policy,
+            tmp_dir=config.root / "tmp",
+            max_bytes=config.downloads.max_bytes,
+            concurrency=config.downloads.workers,
         )
         stack.callback(fetcher.close)
         downloads = DownloadManager(

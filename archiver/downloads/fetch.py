@@ -14,7 +14,7 @@ import json
 import secrets
 import socket
 from collections.abc import Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -129,13 +129,15 @@ class Fetcher:
         tmp_dir: Path,
         max_bytes: int,
         read_timeout: float = 60.0,
-        executor: Executor | None = None,
+        concurrency: int = 8,
     ) -> None:
-        """`executor` runs the thread that hashes and writes each download (`sink.py`);
-        one thread per concurrent download. By default a pool of its own, closed by
-        `close`."""
-        self._own_executor = executor is None
-        self._executor = executor or ThreadPoolExecutor(thread_name_prefix="download-sink")
+        """At most `concurrency` fetches at once (downloads.workers): each has a thread of
+        this pool that hashes and writes its bytes (`sink.py`). A fetch left without one
+        would stall at the sink's high-water mark until another download ended, long enough
+        for its socket to time out. `close` waits for every thread."""
+        self._executor = ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="download-sink"
+        )
         self._http = http
         self._policy = policy
         self._tmp = tmp_dir
@@ -143,8 +145,7 @@ class Fetcher:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
 
     def close(self) -> None:
-        if self._own_executor:
-            self._executor.shutdown(wait=True)  # every sink has closed (and tidied) its file
+        self._executor.shutdown(wait=True)  # every sink has closed (and tidied) its file
 
     async def fetch(self, url: str, *, expected_size: int | None, dig: str | None) -> Fetched:
         if expected_size is not None and expected_size > self._max_bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import ssl
@@ -13,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from archiver.downloads.fetch import Fetcher, FetchError, download_session
+from archiver.downloads.sink import HIGH_WATER
 from archiver.downloads.urls import UrlPolicy
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,7 +62,10 @@ async def fetch(
     tmp.mkdir(exist_ok=True)
     async with download_session(policy, 4) as http:
         fetcher = Fetcher(http, policy, tmp_dir=tmp, max_bytes=max_bytes, read_timeout=5)
-        return await fetcher.fetch(url, expected_size=size, dig=dig)
+        try:
+            return await fetcher.fetch(url, expected_size=size, dig=dig)
+        finally:
+            fetcher.close()
 
 
 def leftovers(tmp_path: Path) -> list[Path]:
@@ -251,3 +256,50 @@ async def test_self_signed_certificate_refused(tmp_path: Path) -> None:
     finally:
         await runner.cleanup()
     assert leftovers(tmp_path) == []
+
+
+async def test_every_concurrent_fetch_has_its_own_writer_thread(tmp_path: Path, server) -> None:  # type: ignore[no-untyped-def]
+    # Each response sends far more than a stalled download can buffer (sink queue, aiohttp's
+    # buffer, both socket buffers), then waits until every response has sent that much. A
+    # fetch whose sink had no thread would stop reading, its response could never send its
+    # part, and all of them would wait for ever.
+    concurrency = 8  # more than ThreadPoolExecutor's default pool on a 2-core machine
+    part = 4 * HIGH_WATER
+    block = bytes(range(256)) * 4096  # 1 MiB
+    sent = 0
+    everyone = asyncio.Event()
+
+    async def handler(_: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        response = web.StreamResponse()
+        response.content_length = part + 1
+        await response.prepare(_)
+        for _n in range(part // len(block)):
+            await response.write(block)
+        sent += 1
+        if sent == concurrency:
+            everyone.set()
+        await everyone.wait()
+        await response.write(b"!")
+        return response
+
+    base = await server(handler)
+    (tmp_path / "tmp").mkdir()
+    async with download_session(LOCAL, concurrency) as http:
+        fetcher = Fetcher(
+            http, LOCAL, tmp_dir=tmp_path / "tmp", max_bytes=part + 1, concurrency=concurrency
+        )
+        try:
+            fetched = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        fetcher.fetch(f"{base}/{n}", expected_size=part + 1, dig=None)
+                        for n in range(concurrency)
+                    )
+                ),
+                60,
+            )
+        finally:
+            fetcher.close()
+    assert [f.size for f in fetched] == [part + 1] * concurrency
+    assert len({f.path for f in fetched}) == concurrency
