@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from archiver.config import RateLimitConfig
+from archiver.zoom.pacing import WINDOW_MARGIN
 from archiver.zoom.ratelimit import (
     DAILY_SLACK,
     MAX_QPS_PAUSE,
-    WINDOW_MARGIN,
     BudgetExhausted,
     Budgets,
     LabelLimit,
