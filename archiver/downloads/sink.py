@@ -68,23 +68,27 @@ class FileSink:
         self._lock = threading.Lock()
         self._pending = 0  # bytes queued, not yet written; under _lock
         self._blocked = False  # the feeder waits for room; under _lock
+        self._ended = False  # the thread has stopped; under _lock
         self._room = asyncio.Event()
         self._aborted = False
         self._done = self._loop.run_in_executor(executor, self._drain)
 
     async def write(self, chunk: bytes) -> None:
-        if self._done.done():
-            await self._done  # the thread stopped early: raise its error
-            raise RuntimeError("the sink is closed")
         self.size += len(chunk)
         with self._lock:
+            ended = self._ended
             self._pending += len(chunk)
-            full = self._pending >= HIGH_WATER
+            full = self._pending >= HIGH_WATER and not ended
             if full:
                 self._blocked = True
                 self._room.clear()
+        if ended:  # the thread stopped early (a disk error): raise what stopped it
+            await self._done
+            raise RuntimeError("the sink is closed")
         self._queue.put(chunk)
         if full:
+            # The thread wakes us below LOW_WATER, or as it ends: it cannot have ended
+            # unseen, since `ended` was read under the same lock that it sets it under.
             await self._room.wait()
             if self._done.done():
                 await self._done
@@ -116,6 +120,8 @@ class FileSink:
                 with contextlib.suppress(OSError):
                     os.unlink(self.path)
         finally:
+            with self._lock:
+                self._ended = True
             self._wake()  # a feeder waiting for room must see the end
 
     def _consume(self, fd: int) -> bool:

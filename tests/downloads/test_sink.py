@@ -8,15 +8,19 @@ import hashlib
 import resource
 import signal
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from archiver.downloads.sink import HIGH_WATER, FileSink
 
 MIB = 1024 * 1024
+T = TypeVar("T")
 
 
 def chunks(count: int, size: int = MIB) -> list[bytes]:
@@ -101,19 +105,52 @@ async def test_abort_after_writing_removes_the_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_a_full_disk_surfaces_as_the_os_error(tmp_path: Path) -> None:
-    # EFBIG from RLIMIT_FSIZE stands in for ENOSPC (the daemon-level test mounts a tmpfs).
+@contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """EFBIG past `limit` bytes (RLIMIT_FSIZE, SIGXFSZ ignored): a full disk without a mount
+    (the daemon-level test mounts a real tmpfs)."""
     old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (2 * MIB, old_limit[1]))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
     try:
-        with ThreadPoolExecutor() as executor:
-            sink = FileSink(tmp_path / "f.part", executor)
-            with pytest.raises(OSError) as info:  # from write or from finish
-                for chunk in chunks(HIGH_WATER // MIB * 3):
-                    await asyncio.wait_for(sink.write(chunk), 10)
-                await asyncio.wait_for(sink.finish(), 10)
+        yield
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
+
+
+async def test_a_full_disk_surfaces_as_the_os_error(tmp_path: Path) -> None:
+    with file_size_limit(2 * MIB), ThreadPoolExecutor() as executor:
+        sink = FileSink(tmp_path / "f.part", executor)
+        with pytest.raises(OSError) as info:  # from write or from finish
+            for chunk in chunks(HIGH_WATER // MIB * 3):
+                await asyncio.wait_for(sink.write(chunk), 10)
+            await asyncio.wait_for(sink.finish(), 10)
+    assert info.value.errno == errno.EFBIG
+
+
+class LateReports(ThreadPoolExecutor):
+    """Reports each finished call 0.3 s late: a sink's thread has ended (and woken any
+    waiting feeder) but its future is not done yet, as on a busy event loop."""
+
+    def submit(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> Future[T]:
+        def late() -> T:
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                time.sleep(0.3)
+
+        return super().submit(late)
+
+
+async def test_a_thread_that_ended_unreported_is_not_waited_for(tmp_path: Path) -> None:
+    with file_size_limit(MIB), LateReports() as executor:
+        sink = FileSink(tmp_path / "f.part", executor)
+        await sink.write(chunks(1, 2 * MIB)[0])  # the thread fails at 1 MiB
+        await asyncio.sleep(0.1)  # ...and has ended, its future not yet done
+        with pytest.raises(OSError) as info:
+            for chunk in chunks(HIGH_WATER // MIB + 2):
+                # Past the high-water mark a feeder waits for room: the thread that would
+                # make it will never run again, so the write must see that it ended.
+                await asyncio.wait_for(sink.write(chunk), 10)
     assert info.value.errno == errno.EFBIG
