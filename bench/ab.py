@@ -32,7 +32,7 @@ from typing import Final
 from bench.account import read_account
 from bench.context import MIB, Context, context
 from bench.cpu_memory import backfill, cpu_flags
-from bench.downloads import account_flags, account_urls, archiver_download, curl_download
+from bench.downloads import account_flags, account_urls, archiver_download, client_download
 from bench.harness import BenchError, Simulator
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -123,7 +123,7 @@ def row6(
 
         results = alternate(trees, pairs, measure)
         if curl:
-            rates = [curl_download(ctx, sim, f"curl-{n}") for n in range(pairs)]
+            rates = [client_download(ctx, sim, f"curl-{n}") for n in range(pairs)]
             results["curl"] = [plain / MB for plain, _, _ in rates]
             results["curl+fsync"] = [synced / MB for _, synced, _ in rates]
     return f"download MB/s ({total / MIB:,.0f} MiB, {ctx.sizes.download_parallel} at once)", results

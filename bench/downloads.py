@@ -40,6 +40,8 @@ from bench.harness import (
 from bench.report import Goal, Row, figure
 
 CURL: Final = shutil.which("curl") or "/usr/bin/curl"
+# aria2c, the issue's other baseline, where installed (apt-get install aria2; .ci/run does).
+ARIA2C: Final = shutil.which("aria2c")
 MB: Final = 1e6
 
 
@@ -81,38 +83,45 @@ def fresh_urls(info: Mapping[str, str], sessions: list[str]) -> list[tuple[str, 
     return urls
 
 
-def _curl(
-    urls: list[tuple[str, int]], folder: Path, parallel: int, timeout: float
-) -> tuple[Usage, float]:
-    """curl's usage fetching every URL into `folder`, and the seconds to fsync its files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder.parent / f"{folder.name}.curlrc"
-    config.write_text(
-        "".join(
+def _listing(tool: str, urls: list[tuple[str, int]], folder: Path) -> tuple[Path, list[str]]:
+    """The URL list file for `tool` and the arguments that read it (one file-N per URL)."""
+    listing = folder.parent / f"{folder.name}.{tool}-urls"
+    if tool == "curl":
+        text = "".join(
             f'url = "{url}"\noutput = "{folder / f"file-{n}"}"\n' for n, (url, _) in enumerate(urls)
         )
-    )
-    config.chmod(0o600)  # the URLs carry JWTs
-    usage, stderr = run_measured(
-        [
-            CURL,
-            "--silent",
-            "--show-error",
-            "--fail",
-            "--parallel",
-            "--parallel-max",
-            str(parallel),
-            "--config",
-            str(config),
-        ],
-        timeout=timeout,
-    )
+        args = ["--silent", "--show-error", "--fail", "--config", str(listing)]
+    else:  # aria2c: one connection per file, no preallocation, nothing but errors on stderr
+        text = "".join(f"{url}\n  out=file-{n}\n" for n, (url, _) in enumerate(urls))
+        args = ["--quiet", "--max-connection-per-server=1", "--file-allocation=none"]
+        args += ["--allow-overwrite=true", "--auto-file-renaming=false"]
+        args += ["--dir", str(folder), "--input-file", str(listing)]
+    listing.write_text(text)
+    listing.chmod(0o600)  # the URLs carry JWTs
+    return listing, args
+
+
+def fetch_with(
+    tool: str, urls: list[tuple[str, int]], folder: Path, parallel: int, timeout: float
+) -> tuple[Usage, float]:
+    """`tool` (curl or aria2c) fetching every URL into `folder`, `parallel` at a time: its
+    usage, and the seconds an fsync of its files takes afterwards."""
+    folder.mkdir(parents=True, exist_ok=True)
+    listing, args = _listing(tool, urls, folder)
+    if tool == "curl":
+        command = [CURL, "--parallel", "--parallel-max", str(parallel), *args]
+    elif ARIA2C is not None:
+        command = [ARIA2C, f"--max-concurrent-downloads={parallel}", *args]
+    else:
+        raise BenchError(f"{tool} is not installed")
+    usage, stderr = run_measured(command, timeout=timeout)
+    listing.unlink()
     if usage.returncode != 0:
-        raise BenchError(f"curl failed ({usage.returncode}): {stderr[-300:]!r}")
+        raise BenchError(f"{tool} failed ({usage.returncode}): {stderr[-300:]!r}")
     for n, (_, size) in enumerate(urls):
         got = (folder / f"file-{n}").stat().st_size
         if got != size:
-            raise BenchError(f"curl fetched {got} bytes of {size}")
+            raise BenchError(f"{tool} fetched {got} bytes of {size}")
     started = time.perf_counter()
     for n in range(len(urls)):
         fd = os.open(folder / f"file-{n}", os.O_RDONLY)
@@ -120,9 +129,7 @@ def _curl(
             os.fsync(fd)
         finally:
             os.close(fd)
-    synced = time.perf_counter() - started
-    config.unlink()
-    return usage, synced
+    return usage, time.perf_counter() - started
 
 
 def _downloads(stats: Mapping[str, Any]) -> int:
@@ -194,16 +201,17 @@ def account_urls(ctx: Context, sim: Simulator) -> list[tuple[str, int]]:
     return fresh_urls(sim.info, sorted(account.messages))
 
 
-def curl_download(ctx: Context, sim: Simulator, name: str) -> tuple[float, float, Usage]:
-    """curl over fresh URLs of the same files: (bytes/s, bytes/s with an fsync, usage)."""
+def client_download(
+    ctx: Context, sim: Simulator, name: str, tool: str = "curl"
+) -> tuple[float, float, Usage]:
+    """`tool` over fresh URLs of the same files: (bytes/s, bytes/s with an fsync, usage)."""
     account = read_account(sim)
     urls = fresh_urls(sim.info, sorted(account.messages))
     total = sum(size for _, size in urls)
     target = ctx.folder(name)
     try:
-        usage, synced = _curl(
-            urls, target / "files", ctx.sizes.download_parallel, ctx.sizes.timeout
-        )
+        parallel, timeout = ctx.sizes.download_parallel, ctx.sizes.timeout
+        usage, synced = fetch_with(tool, urls, target / "files", parallel, timeout)
     finally:
         ctx.discard(target)
     return total / usage.wall, total / (usage.wall + synced), usage
@@ -219,6 +227,9 @@ def throughput(ctx: Context) -> Row:
     whole: list[float] = []
     cpu: list[float] = []
     curl_cpu: list[float] = []
+    aria_rates: list[float] = []
+    aria_cpu: list[float] = []
+    aria_ratios: list[float] = []
     sim_load: list[float] = []
     with Simulator(account_flags(ctx), ctx.log("row6-simulator")) as sim:
         urls = account_urls(ctx, sim)
@@ -230,12 +241,22 @@ def throughput(ctx: Context) -> Row:
             cpu.append(run.usage.cpu)
             sim_load.append(run.sim_load)
             # B: curl, same files (fresh URLs), same parallelism
-            curl_rate, synced_rate, curl = curl_download(ctx, sim, f"row6-curl-{n}")
+            curl_rate, synced_rate, curl = client_download(ctx, sim, f"row6-curl-{n}")
             curl_cpu.append(curl.cpu)
             archiver_rates.append(run.rate / MB)
             curl_rates.append(curl_rate / MB)
             ratios.append(run.rate / curl_rate)
             synced_ratios.append(run.rate / synced_rate)
+            if ARIA2C is not None:  # C: aria2c likewise
+                aria_rate, _, aria = client_download(ctx, sim, f"row6-aria2c-{n}", "aria2c")
+                aria_rates.append(aria_rate / MB)
+                aria_cpu.append(aria.cpu)
+                aria_ratios.append(run.rate / aria_rate)
+    aria_figures = [
+        figure("archiver ÷ aria2c (pair by pair)", aria_ratios, "", Goal(">=", 0.9)),
+        figure("aria2c", aria_rates, "MB/s"),
+        figure("aria2c CPU", aria_cpu, "s"),
+    ]
     return Row(
         "6",
         "download throughput",
@@ -247,13 +268,18 @@ def throughput(ctx: Context) -> Row:
             figure("archiver, whole process (start-up, sync, shutdown)", whole, "MB/s"),
             figure("archiver CPU", cpu, "s"),
             figure("curl CPU", curl_cpu, "s"),
+            *(aria_figures if aria_rates else []),
             figure("simulator load while downloading", sim_load, "cores"),
         ],
         [
             f"{len(urls)} files, {total / GIB:.2f} GiB: {sizes.download_files} x "
             f"{sizes.download_file_bytes / GIB:.2f} GiB and tiny ones; parallelism {parallel} "
-            f"(downloads.workers; curl --parallel --parallel-max {parallel})",
-            "alternating archiver, curl, archiver, curl... against one simulator; each run "
-            "writes to a fresh folder, deleted afterwards",
+            f"(downloads.workers; curl --parallel --parallel-max {parallel}; aria2c "
+            f"--max-concurrent-downloads={parallel} --max-connection-per-server=1 "
+            "--file-allocation=none)",
+            "alternating archiver, curl, aria2c, archiver, curl... against one simulator; each "
+            "run writes to a fresh folder, deleted afterwards; curl and aria2c neither hash nor "
+            "fsync, the archiver does both"
+            + ("" if ARIA2C else "; aria2c is not installed (apt-get install aria2)"),
         ],
     )
