@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -252,6 +253,22 @@ def test_orphan_and_stray_files_are_warnings(archive: Path) -> None:
         ("unexpected_file", "blobs/sha256/stray.tmp"),
         ("unexpected_file", "manifest/notes.txt"),
     }
+
+
+def test_a_line_being_written_is_waited_for_not_reported(archive: Path) -> None:
+    # verify on a live archive can read the last line while the daemon is still writing it.
+    last = max((archive / "manifest").iterdir())
+    data = last.read_bytes()
+    cut = len(data) - 40
+    last.write_bytes(data[:cut])
+    finished = threading.Timer(0.3, lambda: last.write_bytes(data))
+    finished.start()
+    try:
+        report = verify_archive(archive)
+    finally:
+        finished.join()
+    assert report.ok, report.problems
+    assert report.last_seq == json.loads(data.splitlines()[-1])["seq"]
 
 
 def test_sampling(archive: Path) -> None:
