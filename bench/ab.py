@@ -88,14 +88,22 @@ def check_tree(tree: Path) -> None:
 Measure = Callable[[str], float]
 
 
-def alternate(trees: dict[str, Path], pairs: int, measure: Measure) -> dict[str, list[float]]:
-    """`measure(name)` under each tree, pairs times, the order swapped every pair."""
+def alternate(
+    trees: dict[str, Path],
+    pairs: int,
+    measure: Measure,
+    beside: Callable[[int], dict[str, float]] | None = None,
+) -> dict[str, list[float]]:
+    """`measure(name)` under each tree, pairs times, the order swapped every pair; `beside(n)`,
+    if given, measures other things in each pair, right after the trees."""
     results: dict[str, list[float]] = {name: [] for name in trees}
     names = list(trees)
     for n in range(pairs):
         for name in names if n % 2 == 0 else reversed(names):
             with running(trees[name]):
                 results[name].append(measure(f"{name}-{n}"))
+        for name, value in (beside(n) if beside else {}).items():
+            results.setdefault(name, []).append(value)
         print(
             f"pair {n + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in results.items()),
             flush=True,
@@ -121,11 +129,11 @@ def row6(
         def measure(name: str) -> float:
             return archiver_download(ctx, sim, name, total).rate / MB
 
-        results = alternate(trees, pairs, measure)
-        if curl:
-            rates = [client_download(ctx, sim, f"curl-{n}") for n in range(pairs)]
-            results["curl"] = [plain / MB for plain, _, _ in rates]
-            results["curl+fsync"] = [synced / MB for _, synced, _ in rates]
+        def with_curl(n: int) -> dict[str, float]:
+            plain, synced, _ = client_download(ctx, sim, f"curl-{n}")
+            return {"curl": plain / MB, "curl+fsync": synced / MB}
+
+        results = alternate(trees, pairs, measure, with_curl if curl else None)
     return f"download MB/s ({total / MIB:,.0f} MiB, {ctx.sizes.download_parallel} at once)", results
 
 

@@ -205,8 +205,7 @@ def client_download(
     ctx: Context, sim: Simulator, name: str, tool: str = "curl"
 ) -> tuple[float, float, Usage]:
     """`tool` over fresh URLs of the same files: (bytes/s, bytes/s with an fsync, usage)."""
-    account = read_account(sim)
-    urls = fresh_urls(sim.info, sorted(account.messages))
+    urls = account_urls(ctx, sim)
     total = sum(size for _, size in urls)
     target = ctx.folder(name)
     try:

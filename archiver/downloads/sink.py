@@ -23,10 +23,9 @@ from typing import Final
 
 HIGH_WATER: Final = 8 * 1024 * 1024
 LOW_WATER: Final = 2 * 1024 * 1024
-_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-
-
 WRITEBACK_STEP: Final = 16 * 1024 * 1024
+_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+_FADVISE: Final = getattr(os, "posix_fadvise", None)
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> int:
@@ -38,9 +37,6 @@ def _start_writeback(fd: int, offset: int, length: int) -> int:
     if _FADVISE is not None:
         _FADVISE(fd, offset, length, os.POSIX_FADV_DONTNEED)
     return offset + length
-
-
-_FADVISE: Final = getattr(os, "posix_fadvise", None)
 
 
 class _Stop:
