@@ -6,11 +6,13 @@
     ├── StorageError (also OSError)         fsync/ENOSPC/EIO: stop, never retry lost writes
     ├── ManifestCorruptError                the chain or a segment is not what was written
     └── ZoomError                           talking to Zoom failed (status, code, endpoint, session)
-        ├── ZoomAuthError                   credentials refused / token cannot be had
+        ├── ZoomAuthError                   the token endpoint refuses the credentials: account-fatal
         ├── ZoomRateLimited                 429 after the budget's own handling
         │   └── BudgetExhausted             a label paused for long (daily cap): park the work
         ├── ZoomTransientError              5xx, reset, timeout, truncated body (retryable)
         ├── ZoomResponseError (also ValueError)  a response that does not fit
+        ├── ZoomSessionError                one session's request refused (403, 404 without 12004,
+        │                                   an HTML gateway page): that session's failure, retried later
         ├── SessionGoneError                404 code 12004
         └── SyncTokenInvalid                400/404 code 300, or 7035: resync with FSync
 
@@ -77,7 +79,8 @@ class ZoomError(ArchiverError):
 
 
 class ZoomAuthError(ZoomError):
-    """OAuth failed: wrong credentials, missing scope, or a token Zoom keeps refusing."""
+    """The OAuth token endpoint refused the account's credentials: nothing can work until an
+    operator fixes them. Never raised for a 401/403 on an API call (see `zoom/policy.py`)."""
 
 
 class ZoomRateLimited(ZoomError):
@@ -90,6 +93,12 @@ class ZoomTransientError(ZoomError):
 
 class ZoomResponseError(ZoomError, ValueError):
     """Zoom answered, but not with what its schema promises."""
+
+
+class ZoomSessionError(ZoomError):
+    """A request about one session was refused in a way that says nothing about the account
+    (a 403, a 404 without Zoom's code 12004, a gateway's HTML page): that session's failure,
+    counted and retried with backoff, never the end of the run and never "session gone"."""
 
 
 class SessionGoneError(ZoomError):

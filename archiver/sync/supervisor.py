@@ -66,6 +66,7 @@ class Supervisor:
         once: bool,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         idle_check: Callable[[], bool] = lambda: True,
+        backoff: Callable[[int], float] | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -74,6 +75,10 @@ class Supervisor:
         self._once = once
         self._now = now
         self._idle_check = idle_check  # e.g. "download queue drained", for --once
+        # Seconds before a failed session's attempt n (1, 2, ...) is tried again.
+        self._backoff = backoff or (
+            (lambda n: 0.5 * n) if once else (lambda n: min(300.0, 2.0**n))
+        )
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._queued: dict[str, int] = {}
         self._busy: set[str] = set()
@@ -101,6 +106,11 @@ class Supervisor:
     @property
     def pending(self) -> int:
         return len(self._queued) + len(self._busy)
+
+    def incomplete(self) -> dict[str, str]:
+        """What keeps this pass from being complete: session id (or `<discovery>`) -> why.
+        Empty when every listed session is synced and every walk ended on evidence."""
+        return dict(self.failed_sessions)
 
     def pending_backfill(self) -> int:
         return sum(1 for _ in self._state.sessions(backfill_done=False))
@@ -307,8 +317,7 @@ class Supervisor:
             self.failed_sessions[session_id] = str(exc)
             return
         # Retry later, after a pause that grows with repeated failures.
-        delay = min(300.0, 2.0**attempts) if not self._once else 0.5 * attempts
-        self._retry_later(session_id, priority, delay)
+        self._retry_later(session_id, priority, self._backoff(attempts))
 
     def _retry_later(self, session_id: str, priority: int, delay: float) -> None:
         self._retrying.add(session_id)
