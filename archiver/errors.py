@@ -6,13 +6,13 @@
     ├── StorageError (also OSError)         fsync/ENOSPC/EIO: stop, never retry lost writes
     ├── ManifestCorruptError                the chain or a segment is not what was written
     └── ZoomError                           talking to Zoom failed (status, code, endpoint, session)
-        ├── ZoomAuthError                   the token endpoint refuses the credentials: account-fatal
+        ├── ZoomAuthError                   token endpoint refused the credentials: fatal
         ├── ZoomRateLimited                 429 after the budget's own handling
         │   └── BudgetExhausted             a label paused for long (daily cap): park the work
         ├── ZoomTransientError              5xx, reset, timeout, truncated body (retryable)
         ├── ZoomResponseError (also ValueError)  a response that does not fit
-        ├── ZoomSessionError                one session's request refused (403, 404 without 12004,
-        │                                   an HTML gateway page): that session's failure, retried later
+        ├── ZoomSessionError                one session's request refused (403, 404 without
+        │                                   12004, a gateway's HTML): retried with backoff
         ├── SessionGoneError                404 code 12004
         └── SyncTokenInvalid                400/404 code 300, or 7035: resync with FSync
 
