@@ -76,9 +76,7 @@ class Supervisor:
         self._now = now
         self._idle_check = idle_check  # e.g. "download queue drained", for --once
         # Seconds before a failed session's attempt n (1, 2, ...) is tried again.
-        self._backoff = backoff or (
-            (lambda n: 0.5 * n) if once else (lambda n: min(300.0, 2.0**n))
-        )
+        self._backoff = backoff or ((lambda n: 0.5 * n) if once else (lambda n: min(300.0, 2.0**n)))
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._queued: dict[str, int] = {}
         self._busy: set[str] = set()
