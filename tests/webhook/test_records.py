@@ -16,14 +16,15 @@ from archiver.store.manifest import strip_jwt
 from archiver.webhook.records import EventError, event_message, sync_shaped
 from tests.helpers import truth_messages
 
+# Zoom's webhook OpenAPI, vendored in the repository (tests/data/zoom/README.md says whence).
+WEBHOOK_OPENAPI = (
+    Path(__file__).resolve().parents[1] / "data" / "zoom" / "phone-sms-webhooks-openapi.json"
+)
+
 
 @cache
 def webhook_spec() -> dict[str, Any]:
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "zoom" / "phone-sms-webhooks-openapi.json"
-        if candidate.is_file():
-            return dict(json.loads(candidate.read_text(encoding="utf-8")))
-    pytest.fail("shared/zoom/phone-sms-webhooks-openapi.json not found beside the repository")
+    return dict(json.loads(WEBHOOK_OPENAPI.read_text(encoding="utf-8")))
 
 
 def zoom_example(event: str) -> dict[str, Any]:
