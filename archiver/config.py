@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import stat
 import tomllib
@@ -20,6 +21,7 @@ from datetime import date
 from pathlib import Path
 from types import UnionType
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from archiver.errors import ConfigError
 
@@ -63,9 +65,9 @@ class ZoomConfig:
 
     def __post_init__(self) -> None:
         for key in ("api_url", "oauth_url"):
-            value = getattr(self, key)
-            if not value.startswith(("https://", "http://")):
-                raise ConfigError(f"{value!r} is not an http(s) URL", key=f"zoom.{key}")
+            problem = zoom_url_problem(getattr(self, key))
+            if problem:
+                raise ConfigError(problem, key=f"zoom.{key}")
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,38 @@ def parse_listen(value: str, key: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def zoom_url_problem(url: str) -> str | None:
+    """Why `url` cannot be a Zoom endpoint, or None if it can.
+
+    The client secret goes to `oauth_url` and the bearer token to `api_url`, so both must be
+    https; plain http only to a loopback host (the simulator), where nothing leaves the machine.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return f"{url!r} is not a valid URL"
+    if parts.scheme not in ("https", "http"):
+        return f"{url!r} is not an http(s) URL"
+    if not host:
+        return f"{url!r} has no host"
+    if parts.scheme == "http" and not _is_loopback_host(host):
+        return (
+            f"{url!r} is plain http to a host that is not loopback: the client secret and "
+            "tokens must travel over https (http only to 127.0.0.0/8, ::1 or localhost)"
+        )
+    return None
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _positive(value: float, key: str) -> None:
     if value <= 0:
         raise ConfigError(f"{value} must be greater than 0", key=key)
@@ -343,6 +377,10 @@ def _convert(value: Any, hint: Any, key: str) -> Any:  # noqa: PLR0911, PLR0912 
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"must be a number, not {_tname(value)}", key=key)
+        # TOML allows nan and inf: nan passes every `<=` range check (a nan staleness tolerance
+        # would turn the webhook's replay protection off) and inf breaks date arithmetic.
+        if not math.isfinite(value):
+            raise ConfigError(f"{value} is not a finite number", key=key)
         return float(value)
     if hint is str:
         if not isinstance(value, str):

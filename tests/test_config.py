@@ -6,7 +6,9 @@ import dataclasses
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import pytest
 
@@ -17,8 +19,13 @@ from archiver.config import (
     load_config,
     read_client_secret,
     read_secret_file,
+    zoom_url_problem,
 )
 from archiver.errors import ConfigError
+from archiver.ops.demo import write_demo_config
+from archiver.simulator import Simulator, SimulatorConfig
+from bench.harness import write_config as write_bench_config
+from tests.helpers import write_config as write_test_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,3 +175,148 @@ def test_archive_root_must_be_inside_systemd_state_directory(tmp_path: Path) -> 
     with pytest.raises(ConfigError, match="outside the service's StateDirectory") as info:
         validate_for_run(config, {"STATE_DIRECTORY": "/var/lib/elsewhere"})
     assert info.value.key == "archive.root"
+
+
+# --- floats are finite --------------------------------------------------------------------
+
+
+def float_keys(cls: type[Any] = Config, prefix: str = "") -> list[str]:
+    """Every float key, found from the dataclasses' hints, so a new key cannot escape the test."""
+    keys = []
+    for name, hint in get_type_hints(cls).items():
+        if name == "source":
+            continue
+        options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            keys += float_keys(hint, f"{prefix}{name}.")
+        elif float in options:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+FLOAT_KEYS = float_keys()
+NON_FINITE = ("nan", "+nan", "-nan", "inf", "+inf", "-inf")
+
+
+def test_the_float_key_walk_finds_the_keys_it_must() -> None:
+    # A walk that found nothing would make the table below vacuous.
+    assert {"sync.lookback", "sync.poll_interval", "webhook.timestamp_tolerance"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_float_keys_refuse_nan_and_infinity(tmp_path: Path, key: str, value: str) -> None:
+    path = write(tmp_path, f"{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert "not a finite number" in message
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+def test_float_keys_take_finite_numbers(tmp_path: Path, key: str) -> None:
+    section, name = key.rsplit(".", 1)
+    config = load_config(write(tmp_path, f"{key} = 0.5\n"))
+    assert getattr(getattr(config, section), name) == 0.5
+
+
+def test_cli_exits_2_on_an_infinite_lookback(tmp_path: Path) -> None:
+    # Before the check, inf reached discovery's date arithmetic and crashed it.
+    path = write(tmp_path, '[zoom]\naccount_id = "a"\nclient_id = "c"\n[sync]\nlookback = inf\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "archiver", "run", "--config", str(path), "--once"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ZOOM_CLIENT_SECRET": "x"},
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path}: sync.lookback: inf is not a finite number" in proc.stderr
+
+
+# --- Zoom URLs: https, or http to loopback only -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("https://api.zoom.us/v2", None),
+        ("https://zoom.us/oauth/token", None),
+        ("HTTPS://API-EU.ZOOM.US/v2", None),
+        ("https://10.1.2.3:8443/v2", None),
+        ("http://127.0.0.1:8080/v2", None),
+        ("http://127.255.255.254/oauth/token", None),
+        ("http://[::1]:9000/v2", None),
+        ("http://localhost:9000/oauth/token", None),
+        ("http://LOCALHOST/v2", None),
+        ("http://api.zoom.us/v2", "plain http"),
+        ("http://zoom.us/oauth/token", "plain http"),
+        ("http://10.0.0.1/v2", "plain http"),
+        ("http://0.0.0.0:8080/v2", "plain http"),
+        ("http://128.0.0.1/v2", "plain http"),
+        ("http://[::2]/v2", "plain http"),
+        ("http://localhost.example.com/v2", "plain http"),
+        ("http://127.0.0.1.example.com/v2", "plain http"),
+        ("http://127.0.0.1@example.com/v2", "plain http"),
+        ("http://user:pw@10.0.0.1/v2", "plain http"),
+        ("ftp://zoom.us/v2", "not an http(s) URL"),
+        ("api.zoom.us/v2", "not an http(s) URL"),
+        ("", "not an http(s) URL"),
+        ("https://", "has no host"),
+        ("http:///v2", "has no host"),
+        ("http://[::1/v2", "not a valid URL"),
+    ],
+)
+def test_zoom_url_rule(url: str, fragment: str | None) -> None:
+    problem = zoom_url_problem(url)
+    if fragment is None:
+        assert problem is None
+    else:
+        assert problem is not None and fragment in problem
+
+
+@pytest.mark.parametrize("key", ["api_url", "oauth_url"])
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://zoom.us/v2", True),
+        ("http://192.168.1.10:8080/v2", True),
+        ("https://zoom.us/v2", False),
+        ("http://127.0.0.1:8080/v2", False),
+        ("http://[::1]:8080/v2", False),
+    ],
+)
+def test_zoom_urls_are_https_unless_loopback(
+    tmp_path: Path, key: str, url: str, refused: bool
+) -> None:
+    path = write(tmp_path, f'[zoom]\n{key} = "{url}"\n')
+    if refused:
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert str(info.value).startswith(f"{path}: zoom.{key}: "), info.value
+        assert "plain http" in str(info.value)
+    else:
+        assert getattr(load_config(path).zoom, key) == url
+
+
+async def test_simulator_configs_of_tests_demo_and_bench_still_load(tmp_path: Path) -> None:
+    # The simulator serves plain http on loopback: each writer's config must pass the URL rule.
+    async with Simulator(SimulatorConfig(sessions=1)) as sim:
+        info = {
+            "api_url": sim.api_url,
+            "oauth_url": sim.oauth_url,
+            "account_id": sim.account_id,
+            "client_id": sim.client_id,
+            "client_secret": sim.client_secret,
+        }
+        assert info["api_url"].startswith("http://127.0.0.1:")
+        (tmp_path / "demo").mkdir()
+        paths = [
+            write_test_config(tmp_path / "tests", sim),
+            write_demo_config(tmp_path / "demo", info),
+            write_bench_config(tmp_path / "bench", info),
+        ]
+        for path in paths:
+            config = load_config(path)
+            assert (config.zoom.api_url, config.zoom.oauth_url) == (sim.api_url, sim.oauth_url)
