@@ -250,7 +250,7 @@ class Api:
         )
 
     async def sync(self, request: web.Request) -> web.Response:
-        state, config, query = self.state, self.state.config, request.query
+        state, config, stats, query = self.state, self.state.config, self.state.stats, request.query
         sync_type = query.get("sync_type") or "FSync"
         if sync_type not in SYNC_TYPES:
             raise invalid_field("sync_type")
@@ -264,13 +264,19 @@ class Api:
             if window is None or state.sync_token_expired(token, now):
                 raise ApiError(400, 300, MSG_300)
         quirks = Quirks(config.quirk_overlap, config.quirk_ascending, config.quirk_duplicate)
+        short = state.short_page(sync_type, count)
         try:
-            page, window = sync_page(session.times, sync_type, count, window, quirks)
+            page, window = sync_page(session.times, sync_type, count, window, quirks, short=short)
         except TooManyNew:
             raise ApiError(400, 7035, MSG_7035) from None
+        if short is not None and page and len(page) < count and window.older > session.times[0]:
+            stats.faults["short_page"] += 1  # cut short while older messages remain
         body = state.page_body(session, page, state.expiry())
         if not page and config.quirk_no_token_on_empty:
             return _json(b'{"sms_histories":[]}')
+        if page and state.drop_token():
+            stats.faults["no_token"] += 1
+            return _json(b'{"sms_histories":[%b]}' % body)
         token = encode_token(session.session_id, window)
         state.remember_sync_token(token, now)
         return _json(b'{"sms_histories":[%b],"sync_token":"%b"}' % (body, token.encode()))

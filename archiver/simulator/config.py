@@ -23,6 +23,8 @@ T = TypeVar("T")
 PLANS: Final = ("pro", "business")
 HEADER_STYLES: Final = ("full", "iso", "none")
 FAULTS: Final = ("fault_5xx", "fault_reset", "fault_truncate", "fault_slow", "fault_stall")
+GATEWAY: Final = ("html_404_probability", "forbidden_probability")
+PAGE_SHAPES: Final = ("short_page_probability", "no_token_probability")
 DEFAULT_LABELS: Final = dict.fromkeys(ENDPOINTS, "medium")
 ZOOM_RETRY_SCHEDULE: Final = "300,1200,3600"
 MAX_RETRIES: Final = 10
@@ -91,7 +93,12 @@ class SimulatorConfig:
     daily_cap: int | None = knob(None, "Heavy daily cap instead of the plan's 15000/30000")
     header_style: str = knob("full", "rate-limit headers: full, iso or none")
     # --- quirks Zoom might have (zoom/README.md) ---
-    quirk_overlap: bool = knob(False, "BSync/ISync pages repeat the previous window's boundary")
+    quirk_overlap: bool = knob(
+        False,
+        "BSync/ISync pages repeat the previous window's boundary message inside `count`: a "
+        "full ISync page may hold the already-known newest message and leave the newest new "
+        "one for the next call",
+    )
     quirk_ascending: bool = knob(False, "sync pages oldest first instead of newest first")
     quirk_duplicate: bool = knob(False, "a message appears twice inside a sync page")
     quirk_no_token_on_empty: bool = knob(False, "empty sync pages carry no sync_token")
@@ -101,17 +108,39 @@ class SimulatorConfig:
     quirk_expired_jwt_200: bool = knob(
         False, "expired/forged attachment JWT answered 200 with a JSON error body"
     )
+    short_page_probability: float = knob(
+        0.0,
+        "chance that a FSync/BSync page holds only 1..count-1 messages while older ones "
+        "remain (its token continues from what it returned)",
+    )
+    no_token_probability: float = knob(
+        0.0, "chance that a non-empty sync page comes without its sync_token"
+    )
     # --- faults (probability per request, API and file host) ---
-    fault_5xx: float = knob(0.0, "answer 500/502/503 with a JSON or HTML body")
+    fault_5xx: float = knob(
+        0.0, "answer 500/502/503 with a JSON or an HTML body (a gateway's 502 page among them)"
+    )
     fault_reset: float = knob(0.0, "reset the connection without an answer")
     fault_truncate: float = knob(0.0, "send fewer bytes than Content-Length, then close")
     fault_slow: float = knob(0.0, "answer after slow_seconds")
     slow_seconds: float = knob(2.0, "delay of a slow answer")
     fault_stall: float = knob(0.0, "stall for stall_seconds (downloads: mid-body), then go on")
     stall_seconds: float = knob(600.0, "length of a stall")
+    # --- gateway answers (probability per /v2 request; never the OAuth token endpoint) ---
+    html_404_probability: float = knob(
+        0.0, "answer 404 with a gateway's HTML page and no Zoom code"
+    )
+    forbidden_probability: float = knob(
+        0.0, "answer 403, with Zoom's JSON (code 200, not 12004) or an HTML page, per request"
+    )
     # --- live traffic and sync tokens ---
     live_rate: float = knob(0.0, "new messages per second while running (0 = off)")
-    token_expiry: float | None = knob(None, "sync tokens expire after this many seconds")
+    token_expiry: float | None = knob(
+        None,
+        "sync tokens are refused (400, code 300) this many seconds after they were issued "
+        "(issuing the same token again restarts its clock; tokens issued while this was off "
+        "are refused)",
+    )
     # --- webhooks (events as messages arrive; see webhooks.py) ---
     webhook_url: str = knob("", "URL events are posted to as messages arrive ('' = none)")
     webhook_secret: str = knob(
@@ -197,12 +226,14 @@ def _check_types(config: SimulatorConfig) -> None:
 
 
 def _check_ranges(config: SimulatorConfig) -> None:
-    for name in (*FAULTS, "attachment_probability", "busy_fraction"):
+    for name in (*FAULTS, *GATEWAY, *PAGE_SHAPES, "attachment_probability", "busy_fraction"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{value} is not a probability in [0, 1]", key=name)
-    if sum(getattr(config, name) for name in FAULTS) > 1.0:
-        raise ConfigError("the fault probabilities add up to more than 1", key="fault_5xx")
+    # Each group is one draw per request, so its odds must fit in one.
+    for group in (FAULTS, GATEWAY):
+        if sum(getattr(config, name) for name in group) > 1.0:
+            raise ConfigError("the probabilities add up to more than 1", key=group[0])
     for name in (
         "port",
         "file_port",

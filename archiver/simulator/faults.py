@@ -4,6 +4,12 @@ One draw per request picks at most one fault, with the probabilities of the `fau
 switches. The middleware acts out 5xx, reset, slow and stall itself, and truncates plain
 (non-streamed) answers; a streaming handler (the file host) finds the fault under `FAULT`
 in the request and truncates or stalls mid-body on its own.
+
+A request left without a fault may meet a gateway in front of the API (`/v2` paths only, not
+the OAuth token endpoint): one more draw, with the `html_404_probability` and
+`forbidden_probability` switches, answers 404 with an HTML page, or 403 with Zoom's JSON or
+an HTML page, before the access token is even looked at. Neither says anything about the
+session: the data behind it is untouched.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from archiver.simulator.state import SimState
 
 FAULT: Final = web.RequestKey("sim_fault", str)
 CONTROL_PREFIX: Final = "/_sim"
+API_PREFIX: Final = "/v2/"
+# Zoom's generic refusal, as its other APIs send it; anything but 12004 (session gone).
+FORBIDDEN_JSON: Final = {"code": 200, "message": "No permission."}
 
 
 def choose_fault(config: SimulatorConfig, rng: random.Random) -> str | None:
@@ -35,6 +44,34 @@ def choose_fault(config: SimulatorConfig, rng: random.Random) -> str | None:
         if roll < 0:
             return name.removeprefix("fault_")
     return None
+
+
+def choose_gateway(config: SimulatorConfig, rng: random.Random, path: str) -> str | None:
+    """'html_404', 'forbidden' or None for a request to `path`, by the configured odds."""
+    p404, p403 = config.html_404_probability, config.forbidden_probability
+    if not (p404 or p403) or not path.startswith(API_PREFIX):
+        return None  # no draw when off: the other faults keep their sequence
+    roll = rng.random()
+    if roll < p404:
+        return "html_404"
+    return "forbidden" if roll < p404 + p403 else None
+
+
+def gateway_answer(kind: str, rng: random.Random) -> web.Response:
+    if kind == "html_404":
+        return _html(404, "Not Found")
+    if rng.random() < 0.5:
+        return web.json_response(FORBIDDEN_JSON, status=403)
+    return _html(403, "Forbidden")
+
+
+def _html(status: int, reason: str) -> web.Response:
+    title = f"{status} {reason}"
+    page = (
+        f"<html><head><title>{title}</title></head><body><center><h1>{title}</h1></center>"
+        "<hr><center>gateway</center></body></html>"
+    )
+    return web.Response(status=status, text=page, content_type="text/html")
 
 
 def abort(request: web.Request) -> None:
@@ -82,6 +119,11 @@ def fault_middleware(state: SimState, *, streamed: frozenset[str], count: bool) 
         fault = choose_fault(config, state.fault_rng)
         if fault is not None:
             stats.faults[fault] += 1
+        else:
+            gateway = choose_gateway(config, state.fault_rng, request.path)
+            if gateway is not None:
+                stats.faults[gateway] += 1
+                return _counted(state, count, gateway_answer(gateway, state.fault_rng))
         if fault == "5xx":
             return _counted(state, count, server_error(state.fault_rng))
         if fault == "reset":

@@ -123,6 +123,18 @@ class SimState:
             encoded[index] = message.cached
         return b",".join([encoded[index] for index in page])
 
+    def short_page(self, sync_type: str, count: int) -> int | None:
+        """The length a FSync/BSync page is cut to (1..count-1), or None for a whole page."""
+        chance = self.config.short_page_probability
+        if sync_type == "ISync" or count < 2 or not chance or self.fault_rng.random() >= chance:
+            return None  # no draw when the switch is off: other faults keep their sequence
+        return self.fault_rng.randint(1, count - 1)
+
+    def drop_token(self) -> bool:
+        """Whether a non-empty sync page goes out without its sync_token."""
+        chance = self.config.no_token_probability
+        return bool(chance) and self.fault_rng.random() < chance
+
     def remember_sync_token(self, token: str, now: float) -> None:
         expiry = self.config.token_expiry
         if expiry is None:
@@ -132,7 +144,10 @@ class SimState:
         self.sync_tokens[token] = now
 
     def sync_token_expired(self, token: str, now: float) -> bool:
-        # With expiry on, a token we did not issue (or issued before it was on) is expired.
+        # Measured from issue, not from last use: a walk that idles between its turns finds
+        # its cursor refused, however often it used it before. With expiry on, a token we did
+        # not issue (or issued before it was on) is expired. Tokens are the window's bytes, so
+        # a token issued again (an empty ISync) is a new token with a new clock.
         expiry = self.config.token_expiry
         if expiry is None:
             return False

@@ -16,7 +16,13 @@ Quirks bend pages without breaking the contract that a window covers exactly wha
 - ascending: oldest first.
 A slot is given to a quirk only when at least one new message still fits, so paging always
 progresses. With the slots taken, ISync may deliver the oldest of the new messages first
-and the rest on the next call.
+and the rest on the next call (with `count` new messages and overlap, a full ISync page
+holds the known boundary and leaves the newest message for the next ISync).
+
+A short page (`short`, FSync and BSync only) holds at most `short` < `count` entries while
+older messages remain: Zoom documents `count` only as "the number of records returned within
+a single API call". Its window covers exactly what it returned, so the next BSync goes on
+from there; the start of history is still only ever an empty BSync page.
 """
 
 from __future__ import annotations
@@ -74,10 +80,18 @@ def sync_page(
     count: int,
     window: Window | None,
     quirks: Quirks = Quirks(),
+    *,
+    short: int | None = None,
 ) -> tuple[list[int], Window]:
-    """Indices into `times` in response order, and the window the returned token covers."""
+    """Indices into `times` in response order, and the window the returned token covers.
+
+    `short` (1..count-1) caps a FSync/BSync page when more candidates remain than it holds;
+    otherwise it changes nothing (a page that already reaches the start stays as it is).
+    """
     news, boundary = _candidates(times, sync_type, count, window)
     room = count
+    if short is not None and sync_type != "ISync" and 1 <= short < min(count, len(news)):
+        room = short
     if not (quirks.overlap and news and room >= 2):
         boundary = None
     if boundary is not None:

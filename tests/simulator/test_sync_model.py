@@ -66,6 +66,46 @@ def test_sync_page_table(
     assert sync_page(TIMES, sync_type, count, window, quirks) == (page, new_window)
 
 
+@pytest.mark.parametrize(
+    ("sync_type", "count", "window", "quirks", "short", "page", "new_window"),
+    [
+        # Cut short while older messages remain; the window covers what was returned.
+        ("FSync", 4, None, Quirks(), 2, [4, 3], Window(40, 50)),
+        ("BSync", 4, Window(50, 50), Quirks(), 1, [3], Window(40, 50)),
+        ("BSync", 3, Window(40, 50), Quirks(), 2, [2, 1], Window(20, 50)),
+        # The page reaches the start anyway (no more candidates than `short`): unchanged.
+        ("BSync", 5, Window(30, 50), Quirks(), 2, [1, 0], Window(10, 50)),
+        ("FSync", 10, None, Quirks(), 5, [4, 3, 2, 1, 0], Window(10, 50)),
+        ("BSync", 5, Window(10, 50), Quirks(), 3, [], Window(10, 50)),
+        # ISync is never cut short, and `short` >= count changes nothing.
+        ("ISync", 3, Window(10, 20), Quirks(), 1, [4, 3, 2], Window(10, 50)),
+        ("FSync", 2, None, Quirks(), 2, [4, 3], Window(40, 50)),
+        # The quirks' slots come out of the short page, which stays short.
+        ("BSync", 4, Window(50, 50), OVERLAP, 2, [4, 3], Window(40, 50)),
+        ("BSync", 4, Window(50, 50), OVERLAP, 1, [3], Window(40, 50)),
+        ("FSync", 4, None, DUPLICATE, 3, [4, 3, 3], Window(40, 50)),
+        ("FSync", 4, None, ASCENDING, 2, [3, 4], Window(40, 50)),
+    ],
+)
+def test_short_page_table(
+    sync_type: str,
+    count: int,
+    window: Window | None,
+    quirks: Quirks,
+    short: int,
+    page: list[int],
+    new_window: Window,
+) -> None:
+    assert sync_page(TIMES, sync_type, count, window, quirks, short=short) == (page, new_window)
+
+
+def test_overlap_full_isync_page_leaves_the_newest_for_the_next_call() -> None:
+    # `count` new messages: the known boundary (index 1) takes a slot, index 4 waits.
+    page, window = sync_page(TIMES, "ISync", 3, Window(10, 20), OVERLAP)
+    assert (page, window) == ([3, 2, 1], Window(10, 40))
+    assert sync_page(TIMES, "ISync", 3, window, OVERLAP) == ([4, 3], Window(10, 50))
+
+
 def test_isync_with_more_new_than_count_is_7035() -> None:
     with pytest.raises(TooManyNew):
         sync_page(TIMES, "ISync", 2, Window(10, 20), Quirks())
@@ -117,16 +157,17 @@ quirk_sets = st.builds(Quirks, st.booleans(), st.booleans(), st.booleans())
     count=st.integers(1, 12),
     quirks=quirk_sets,
     gaps=st.lists(st.integers(1, 5), min_size=60, max_size=60),
+    shorts=st.lists(st.none() | st.integers(1, 11), min_size=64, max_size=64),
 )
 def test_fsync_then_bsync_walk_sees_every_message(
-    total: int, count: int, quirks: Quirks, gaps: list[int]
+    total: int, count: int, quirks: Quirks, gaps: list[int], shorts: list[int | None]
 ) -> None:
     times = [sum(gaps[: i + 1]) for i in range(total)]
-    page, window = sync_page(times, "FSync", count, None, quirks)
+    page, window = sync_page(times, "FSync", count, None, quirks, short=shorts[-1])
     seen = set(page)
-    for _ in range(total + 2):
+    for short in shorts[: total + 2]:
         assert len(page) <= count
-        page, window = sync_page(times, "BSync", count, window, quirks)
+        page, window = sync_page(times, "BSync", count, window, quirks, short=short)
         if not page:
             break
         assert set(page) - seen, "a BSync page brought nothing new"
