@@ -108,3 +108,31 @@ def test_every_knob_is_a_flag() -> None:
     assert config_from_args(parse()) == config_from_args(parse("--seed", "1"))
     with pytest.raises(ConfigError):
         config_from_args(parse("--label", "sync"))
+
+
+def test_completeness_switches_are_documented_flags() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    for phrase in (
+        "--short-page-probability NUM chance that a FSync/BSync page holds only 1..count-1",
+        "--no-token-probability NUM chance that a non-empty sync page comes without",
+        "--html-404-probability NUM answer 404 with a gateway's HTML page and no Zoom code",
+        "--forbidden-probability NUM answer 403",
+        "--token-expiry NUM sync tokens are refused (400, code 300) this many seconds after",
+        "full ISync page may hold the already-known newest message",
+        "a gateway's 502 page",
+    ):
+        assert phrase in text
+    config = config_from_args(
+        parse(
+            "--short-page-probability", "0.05", "--no-token-probability", "0.04",
+            "--html-404-probability", "0.03", "--forbidden-probability", "0.02",
+        )
+    )  # fmt: skip
+    assert (
+        config.short_page_probability,
+        config.no_token_probability,
+        config.html_404_probability,
+        config.forbidden_probability,
+    ) == (0.05, 0.04, 0.03, 0.02)
