@@ -1,15 +1,18 @@
-# Everything runs from a project-local virtualenv built from the pinned lock files,
-# so a fresh machine with only Python 3.11+ and make gets exactly what CI tests.
+# Everything runs from a project-local virtualenv built from the pinned lock files. The system
+# tools the tests call (chromium, systemd-analyze, openssl, curl, aria2c, ...) come from
+# Debian's packages: `make test` first runs scripts/system-deps, which installs what is missing
+# when run as root and otherwise names the packages and stops.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test check lint format typecheck pytest soak bench lock clean
+.PHONY: help venv demo test check lint format typecheck pytest soak bench lock clean system-deps
 
 help:
 	@echo "make demo   - run the archiver against the built-in Zoom simulator, then verify"
-	@echo "make test   - the full gate: lint, format check, mypy --strict, pytest"
+	@echo "make test   - the full gate: system tools (scripts/system-deps), lint, format check,"
+	@echo "              mypy --strict, pytest; this is what CI (.ci/run) runs"
 	@echo "make soak   - long soak and crash tests (marked slow; not part of make test)"
 	@echo "make bench  - benchmarks (see BENCHMARKS.md)"
 	@echo "make lock   - refresh requirements*.lock from pyproject.toml"
@@ -45,9 +48,14 @@ pytest: $(STAMP)
 
 check: lint typecheck pytest
 
-test: check
+system-deps:
+	@scripts/system-deps
 
-soak: $(STAMP)
+# The system tools first, in their own step, so that nothing starts without them (even -j).
+test: system-deps
+	@$(MAKE) --no-print-directory check
+
+soak: system-deps $(STAMP)
 	$(BIN)/pytest -q -m slow
 
 bench: $(STAMP)
