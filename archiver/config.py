@@ -73,6 +73,12 @@ class ZoomConfig:
 @dataclass(frozen=True)
 class ArchiveConfig:
     root: str = "/var/lib/zoom-sms-archiver"
+    # Ed25519 key from `keygen` for signed checkpoints; a secret file (see read_signing_key).
+    signing_key_file: str | None = None
+    checkpoint_interval: float = 300.0  # seconds between checkpoints while the head moves
+
+    def __post_init__(self) -> None:
+        _positive(self.checkpoint_interval, "archive.checkpoint_interval")
 
 
 @dataclass(frozen=True)
@@ -309,7 +315,11 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return dataclasses.replace(
         config,
         source=source,
-        archive=ArchiveConfig(root=str(base / config.archive.root)),
+        archive=dataclasses.replace(
+            config.archive,
+            root=str(base / config.archive.root),
+            signing_key_file=_relative_to(base, config.archive.signing_key_file),
+        ),
         zoom=dataclasses.replace(
             config.zoom,
             client_secret_file=_relative_to(base, config.zoom.client_secret_file),
@@ -489,6 +499,24 @@ def read_webhook_secret(config: Config, environ: Mapping[str, str] | None = None
         variable="ZOOM_WEBHOOK_SECRET_TOKEN",
         missing="no webhook secret token (required when webhook.enabled = true)",
     )
+
+
+def read_signing_key(config: Config, environ: Mapping[str, str] | None = None) -> Secret | None:
+    """The checkpoint signing key (PEM text), from `archive.signing_key_file` or
+    `$CREDENTIALS_DIRECTORY/signing_key`; None when neither is set: no checkpoints. Refused,
+    like every secret file, when group or others can read it. No environment variable: a
+    private key does not belong in a process's environment."""
+    env = os.environ if environ is None else environ
+    key = "archive.signing_key_file"
+    try:
+        if config.archive.signing_key_file:
+            return read_secret_file(config.archive.signing_key_file, key)
+        credentials = env.get("CREDENTIALS_DIRECTORY")
+        if credentials and (Path(credentials) / "signing_key").exists():
+            return read_secret_file(Path(credentials) / "signing_key", key)
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, file=config.source, key=exc.key) from None
+    return None
 
 
 def validate_for_run(config: Config, environ: Mapping[str, str] | None = None) -> None:
