@@ -1,24 +1,30 @@
 """Server-to-Server OAuth: one access token shared by every task, renewed before it expires.
 
 Only one renewal is ever in flight (an asyncio.Lock); a worker that saw a 401 with a token
-that has since been replaced simply uses the new one instead of asking again.
+that has since been replaced simply uses the new one instead of asking again. What the token
+endpoint's answer means is `policy.decide`'s call: only a JSON 4xx (Zoom refusing the
+credentials) is ZoomAuthError; 5xx, 429, an HTML page, a reset or a 200 without a token are
+retried with backoff, then ZoomTransientError.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from archiver.config import Secret
-from archiver.errors import ZoomAuthError, ZoomTransientError
+from archiver.errors import ZoomTransientError
 from archiver.ops.logs import get_logger, register_secret
+from archiver.zoom.policy import TOKEN, Action, BodyKind, body_kind, decide, error_for
 from archiver.zoom.retry_after import backoff_delay
 
 # Renew this long before Zoom's stated expiry, so no request goes out with a dying token.
@@ -112,6 +118,9 @@ class TokenProvider:
     async def _request_token(self) -> str:
         basic = base64.b64encode(f"{self._client_id}:{self._secret.reveal()}".encode()).decode()
         params = {"grant_type": "account_credentials", "account_id": self._account_id}
+        status: int | None = None
+        raw = b""
+        failure: str | None = None
         try:
             async with self._http.post(
                 self._oauth_url,
@@ -120,29 +129,28 @@ class TokenProvider:
                 timeout=self._timeout,
             ) as response:
                 status = response.status
-                try:
-                    body = await response.json(content_type=None)
-                except ValueError:
-                    body = None
+                raw = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ZoomTransientError(
-                f"token request failed: {type(exc).__name__}", endpoint=TOKEN_ENDPOINT
-            ) from exc
-        if status >= 500 or status == 429:
-            raise ZoomTransientError("token request failed", status=status, endpoint=TOKEN_ENDPOINT)
-        if status != 200 or not isinstance(body, dict):
-            reason = body.get("reason") or body.get("error") if isinstance(body, dict) else None
-            raise ZoomAuthError(
-                "Zoom refused the credentials"
-                + (f": {reason}" if isinstance(reason, str) else "")
-                + "; check zoom.account_id, zoom.client_id and the client secret",
-                status=status,
-                endpoint=TOKEN_ENDPOINT,
-            )
+            failure = type(exc).__name__  # a class name: never the URL or the credentials
+        body = _json_object(raw)
+        kind = body_kind(raw)
         value = body.get("access_token")
+        if status == 200 and not (isinstance(value, str) and value):
+            kind = BodyKind.OTHER  # a 200 we cannot use is a broken answer, not a refusal
+        action = decide(TOKEN, status, None, kind)
+        if action is not Action.ACCEPT:
+            reason = body.get("reason") or body.get("error")
+            raise error_for(
+                action,
+                status=status,
+                code=None,
+                message=failure or (reason if isinstance(reason, str) else None),
+                endpoint=TOKEN_ENDPOINT,
+                session_id=None,
+                kind=kind,
+            )
+        assert isinstance(value, str)  # ACCEPT: checked above
         expires_in = body.get("expires_in", 3599)
-        if not isinstance(value, str) or not value:
-            raise ZoomAuthError("token response has no access_token", endpoint=TOKEN_ENDPOINT)
         if not isinstance(expires_in, int | float) or expires_in <= 0:
             expires_in = 3599
         register_secret(value)
@@ -156,3 +164,12 @@ class TokenProvider:
         self.renewals += 1
         self._log.info("token_renewed", expires_in=expires_in, api_base=self.api_base)
         return value
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or {} when it is none (an HTML page, a truncated body)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,10 +1,12 @@
-"""The Zoom Phone SMS API client: budgets, OAuth, retries and error mapping in one place.
+"""The Zoom Phone SMS API client: budgets, OAuth and retries around every call.
 
-Every call draws from its label's budget before it is sent. Failures map to the error tree in
-`archiver.errors`: 429 -> budget pause and retry; 5xx, resets, timeouts and truncated bodies ->
-bounded retries with jittered exponential backoff; 401 -> one token renewal, then retry;
-404 code 12004 -> SessionGoneError; 300/7035 -> SyncTokenInvalid. Errors carry status, Zoom
-code, endpoint (a path template, never a URL with credentials) and session id.
+Every call draws from its label's budget before it is sent. What an answer means is decided by
+`archiver.zoom.policy` alone: 429 -> budget pause and retry; 5xx, 408/425, resets, timeouts
+and truncated bodies -> bounded retries with jittered backoff, then ZoomTransientError; 401 ->
+invalidate the token and retry with a new one (with backoff after the first), then
+ZoomTransientError, never ZoomAuthError; 12004 -> SessionGoneError; 300/7035 on sync ->
+SyncTokenInvalid; 403, 404 without 12004 and other 4xx -> ZoomSessionError. Errors carry
+status, Zoom code, endpoint (a path template, never a URL with credentials) and session id.
 """
 
 from __future__ import annotations
@@ -22,15 +24,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from archiver.errors import (
-    SessionGoneError,
-    SyncTokenInvalid,
-    ZoomAuthError,
-    ZoomError,
-    ZoomRateLimited,
-    ZoomResponseError,
-    ZoomTransientError,
-)
+from archiver.errors import ZoomResponseError
 from archiver.zoom.auth import TokenProvider
 from archiver.zoom.models import (
     JsonObject,
@@ -40,17 +34,14 @@ from archiver.zoom.models import (
     parse_session_page,
     parse_sync_page,
 )
+from archiver.zoom.policy import REPEATING, Action, BodyKind, body_kind, decide, error_for
 from archiver.zoom.ratelimit import Budgets, backoff_delay
-
-CODE_INVALID_TOKEN = 124
-CODE_SYNC_TOKEN = 300
-CODE_TOO_MANY_NEW = 7035
-CODE_SESSION_GONE = 12004
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     transient_attempts: int = 6  # 5xx, resets, timeouts, truncated bodies
+    renew_attempts: int = 5  # 401s on API calls, each followed by a new token
     rate_limited_attempts: int = 30  # 429s: the budget pauses between them
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
@@ -130,67 +121,67 @@ class ZoomClient:
         *,
         session_id: str | None = None,
     ) -> Any:
-        """GET `path` with retries; returns the decoded JSON body of a 200."""
+        """GET `path` with retries; returns the decoded JSON body of a 200.
+
+        What each answer means is `policy.decide`'s call; this loop only counts the tries.
+        """
         template = _template(endpoint)
-        transient = 0
-        limited = 0
-        renewed = False
+        tries = dict.fromkeys(REPEATING, 0)
+        limits = {
+            Action.RETRY: self._policy.transient_attempts,
+            Action.RENEW_TOKEN: self._policy.renew_attempts,
+            Action.PARK: self._policy.rate_limited_attempts,
+        }
         while True:
             label = self._budgets.label_for(endpoint)
             await self._budgets.acquire(label)
             token = await self._auth.token()
+            status: int | None = None
+            code: int | None = None
+            message: str | None = None
+            kind = BodyKind.EMPTY
+            raw = b""
             try:
                 status, headers, raw = await self._send(path, params, token)
             except (aiohttp.ClientError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                transient += 1
-                if transient >= self._policy.transient_attempts:
-                    raise ZoomTransientError(
-                        f"request failed after {transient} attempts: {type(exc).__name__}",
-                        endpoint=template,
-                        session_id=session_id,
-                    ) from exc
-                await asyncio.sleep(self._backoff(transient))
-                continue
-            self.requests += 1
-            key = (label, status)
-            self.by_label_status[key] = self.by_label_status.get(key, 0) + 1
-            # Only a 429's body matters to the budget (the daily-limit text); decoding every
-            # 250-message page for nothing would cost CPU on the hot path.
-            self._budgets.on_response(
-                label, status, headers, raw if status == 429 else None, endpoint=endpoint
-            )
-            if status == 200:
+                message = type(exc).__name__  # a class name: never a URL or a token
+            else:
+                self.requests += 1
+                key = (label, status)
+                self.by_label_status[key] = self.by_label_status.get(key, 0) + 1
+                # Only a 429's body matters to the budget (the daily-limit text); decoding
+                # every 250-message page for nothing would cost CPU on the hot path.
+                self._budgets.on_response(
+                    label, status, headers, raw if status == 429 else None, endpoint=endpoint
+                )
+                kind = body_kind(raw)
+                if status != 200:
+                    code, message = _error_fields(raw)
+            action = decide(endpoint, status, code, kind)
+            if action is Action.ACCEPT:
                 return decode_body(raw, template, session_id)
-            code, message = _error_fields(raw)
-            if status == 429:
-                limited += 1
-                if limited >= self._policy.rate_limited_attempts:
-                    raise ZoomRateLimited(
-                        "still rate limited after retries",
-                        status=status,
-                        code=code,
-                        endpoint=template,
-                        session_id=session_id,
-                    )
-                continue
-            if status == 401 and not renewed:
-                # One renewal, then retry; a second 401 means the credentials are the problem.
-                renewed = True
+            if action in REPEATING:
+                tries[action] += 1
+            if action not in REPEATING or tries[action] >= limits[action]:
+                raise error_for(
+                    action,
+                    status=status,
+                    code=code,
+                    message=message,
+                    endpoint=template,
+                    session_id=session_id,
+                    kind=kind,
+                )
+            if action is Action.RENEW_TOKEN:
                 await self._auth.invalidate(token)
-                continue
-            if status >= 500 or status in (408, 425):
-                transient += 1
-                if transient >= self._policy.transient_attempts:
-                    raise ZoomTransientError(
-                        f"server error after {transient} attempts",
-                        status=status,
-                        code=code,
-                        endpoint=template,
-                        session_id=session_id,
-                    )
-                await asyncio.sleep(self._backoff(transient))
-                continue
-            raise _map_error(status, code, message, template, session_id)
+                if tries[action] == 1:
+                    continue  # an expired token: the new one works at once
+                # A new token refused too: it may take a moment to reach every server.
+                await asyncio.sleep(self._backoff(tries[action] - 1))
+            elif action is Action.RETRY:
+                await asyncio.sleep(self._backoff(tries[action]))
+            # PARK: the budget has paused the label; acquire() waits (or raises
+            # BudgetExhausted when the pause is long).
 
     async def _send(
         self, path: str, params: Mapping[str, str], token: str
@@ -275,51 +266,4 @@ def _error_fields(raw: bytes) -> tuple[int | None, str | None]:
     return (
         code if isinstance(code, int) and not isinstance(code, bool) else None,
         message if isinstance(message, str) else None,
-    )
-
-
-def _map_error(
-    status: int, code: int | None, message: str | None, endpoint: str, session_id: str | None
-) -> ZoomError:
-    # Zoom's message text is safe to show (it never echoes credentials) but is truncated.
-    text = (message or "no message")[:200]
-    if code == CODE_SESSION_GONE or (status == 404 and endpoint.endswith("/sync") and code is None):
-        return SessionGoneError(
-            f"session does not exist upstream: {text}",
-            status=status,
-            code=code,
-            endpoint=endpoint,
-            session_id=session_id,
-        )
-    if code in (CODE_SYNC_TOKEN, CODE_TOO_MANY_NEW) and status in (400, 404):
-        return SyncTokenInvalid(
-            f"resync needed: {text}",
-            status=status,
-            code=code,
-            endpoint=endpoint,
-            session_id=session_id,
-        )
-    if status in (401, 403):
-        return ZoomAuthError(
-            f"Zoom refused the request: {text}; check the app's scopes "
-            "(phone:read:admin or phone_sms:read:admin)",
-            status=status,
-            code=code,
-            endpoint=endpoint,
-            session_id=session_id,
-        )
-    if status == 404:
-        return ZoomError(
-            f"not found: {text}",
-            status=status,
-            code=code,
-            endpoint=endpoint,
-            session_id=session_id,
-        )
-    return ZoomError(
-        f"Zoom answered {status}: {text}",
-        status=status,
-        code=code,
-        endpoint=endpoint,
-        session_id=session_id,
     )
