@@ -1,7 +1,8 @@
 """Real-time capture: Zoom's SMS webhooks, verified, archived before they are acknowledged.
 
 - `verify`: signature, timestamp window, URL validation and replay memory (pure).
-- `records`: an event's message in the sync API's shape, so webhook and sync dedupe (pure).
+- `records`: which events carry a message, and the record kept: `payload.object` as sent
+  (pure); the sync API's record of it later is a second version (`supersedes`).
 - `gate`: the manifest writer with one session's message writes taking turns, so a late
   event never supersedes the API's version.
 - `receiver`: the aiohttp handler and `serve_webhooks`, which the daemon enters when

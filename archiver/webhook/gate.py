@@ -1,12 +1,12 @@
 """One session's message writes take turns, so a late webhook never overwrites the API.
 
-The receiver writes an event's message only if the archive does not hold it yet: the sync
-API's version is authoritative, and an event can be older news than it (an outbound message
-the event calls `sent` that the API already shows `delivered`). Checking and writing are two
-steps, though, and a sync page holding the same message may be committed between them; the
-webhook's version would then supersede the API's. Observed, not hypothetical: the ISync a
-webhook asks for often fetches the session's next message just as that message's own event
-arrives.
+The receiver writes an event's message only if the archive holds no version of it yet: the
+sync API's record is authoritative, and the event's object always differs from it (another
+shape, records.py), so any webhook write after the sync's would add a version that supersedes
+the API's. Checking and writing are two steps, though, and a sync page holding the same message
+may be committed between them; the webhook's version would then supersede the API's.
+Observed, not hypothetical: the ISync a webhook asks for often fetches the session's next
+message just as that message's own event arrives.
 
 `SessionGate` closes the gap: it wraps the manifest writer, and the sync path's
 `append_messages` and the receiver's check-then-write for one session run under one lock.

@@ -7,9 +7,10 @@ fsync shared by every request in flight (a few milliseconds), and the await is b
 the event again later. So no event can be acknowledged and then lost: either the line is on
 disk before the 200, or Zoom did not get a 200 and retries (5, 20, 60 minutes), and in any case
 the poller finds the message on its own. A 503 whose write completes after all is harmless:
-the retry carries the same content and the writer's dedupe writes no second line. No separate
-spool (a state-store queue) is needed, because nothing is acknowledged before the manifest has
-it.
+the retry finds the message archived and writes no second line, and the attachments the line
+lists are already pending in the ledger (indexed with the line), where the download manager's
+periodic reload of pending jobs finds them. No separate spool (a state-store queue) is needed,
+because nothing is acknowledged before the manifest has it.
 
 What the handler does, in order (each step may answer and stop):
 1. `Content-Length` above `max_body_bytes`: 413 before reading; a chunked body is cut off at
@@ -23,10 +24,12 @@ What the handler does, in order (each step may answer and stop):
 5. `payload.account_id` not ours: 403 (the app may be installed on several accounts; this
    daemon archives one).
 6. Not an SMS message event (etiquette, campaign opt-in...): 200, ignored.
-7. The message, mapped to the sync API's shape (`records`), unless the archive already has the
-   message: the API's version is authoritative and a late retry must not supersede it. The
-   check and the write are one turn of the session (`gate.SessionGate`), so a sync page
-   committed in between cannot be superseded either.
+7. The event's `payload.object` as received (`records`; the writer strips every jwt), with
+   `source: "webhook"`, unless the archive already holds some version of the message: the
+   API's version is authoritative and a late retry must not supersede it. The check and the
+   write are one turn of the session (`gate.SessionGate`), so a sync page committed in between
+   cannot be superseded either. When the sync API later returns the message, its record is a
+   second version of the same message (a `supersedes` line), never a second message.
 8. After the 200-to-be is earned: the attachments go to the download queue with the event's
    fresh URLs (in the background: the download manager may hold a caller for backpressure,
    and the ledger already lists them, so a crash loses no attachment), and the session is
@@ -261,7 +264,9 @@ class WebhookReceiver:
     def _settled(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            # The jobs stay pending in the ledger; the download manager retries them later.
+            # The jobs stay pending in the ledger (indexed with the line, so nothing is lost):
+            # the download manager reloads pending ledger jobs periodically and at the end of a
+            # pass, and fetches them then, with a URL refreshed from the message endpoint.
             self._log.error("webhook_attachments_not_queued", error=repr(task.exception()))
 
 

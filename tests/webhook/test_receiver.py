@@ -13,7 +13,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from tests.helpers import archived_messages, manifest_lines
-from tests.webhook.conftest import SECRET, Harness, running_daemon, sign
+from tests.webhook.conftest import SECRET, Harness, running_daemon, sign, wait_for
 
 MARKER = "BODY-MARKER-must-never-be-logged"
 
@@ -147,7 +147,15 @@ async def test_replays_retries_and_other_events_add_no_line(tmp_path: Path) -> N
         assert (await harness.post(body, sign(body, int(time.time()) - 5)))[1] == {
             "status": "known"
         }
-        assert len(harness.lines_for(message_id)) == 1
+        # The confirming ISync adds the API's record as a second version; a retry after it
+        # still adds nothing (the API's version is never superseded by an event).
+        await wait_for(lambda: len(harness.lines_for(message_id)) >= 2, 20, "the sync version")
+        assert (await harness.post(body, sign(body, int(time.time()) - 9)))[1] == {
+            "status": "known"
+        }
+        lines = harness.lines_for(message_id)
+        assert [line["source"] for line in lines] == ["webhook", "sync"]
+        assert lines[1]["supersedes"] == lines[0]["seq"]
         etiquette = json.dumps(
             {
                 "event": "phone.sms_etiquette_warn",

@@ -1,4 +1,8 @@
-"""An event's message in the sync API's shape: Zoom's own examples, tables, and the simulator."""
+"""The record a webhook line keeps is the event's `payload.object` as Zoom sent it, minus jwts.
+
+Zoom's own examples, objects drawn from Zoom's webhook schema and written through the real
+manifest writer, the refusal table, and the simulator's events.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,18 @@ import jsonschema
 import pytest
 
 from archiver.simulator import Simulator, SimulatorConfig
-from archiver.store.manifest import strip_jwt
-from archiver.webhook.records import EventError, event_message, sync_shaped
-from tests.helpers import truth_messages
+from archiver.store.layout import prepare_root
+from archiver.store.state import State
+from archiver.store.writer import ManifestWriter
+from archiver.webhook.records import MESSAGE_EVENTS, EventError, event_message
+from tests.helpers import manifest_lines, truth_messages
+from tests.webhook.shapes import (
+    canonical_bytes,
+    expected_record_bytes,
+    record_bytes_in_line,
+    schema_shaped_events,
+    without_jwt,
+)
 
 # Zoom's webhook OpenAPI, vendored in the repository (tests/data/zoom/README.md says whence).
 WEBHOOK_OPENAPI = (
@@ -57,56 +70,86 @@ def relaxed_schema(event: str) -> dict[str, Any]:
     return dict(schema)
 
 
-def test_zooms_received_example_in_the_sync_shape() -> None:
-    event = zoom_example("phone.sms_received")
-    session_id, record = event_message(event["event"], event["payload"])
+@pytest.mark.parametrize("event", sorted(MESSAGE_EVENTS))
+def test_zooms_examples_are_kept_as_sent(event: str) -> None:
+    example = zoom_example(event)
+    sent = copy.deepcopy(example["payload"]["object"])
+    session_id, record = event_message(example["event"], example["payload"])
     assert session_id == "e5e9b8417c1f2da2cd3006f3d9d4641a"
-    assert record == {
-        "message_id": "72abd192-97ee-4ddb-b498-85048f4c34d7",
-        "date_time": "2021-07-19T18:43:43Z",
-        "direction": "In",
-        "delivery_status": "received",
-        "message": "ttt",
-        "message_type": 1,
-        "sender": {
-            "phone_number": "12132822256",
-            "display_name": "Jackson",
-            "owner": {"id": "RMIGplfpSLauTMDMTi3Kfg", "type": "user"},
-        },
-        "to_members": [
-            {
-                "phone_number": "12132792348",
-                "display_name": "Tomcat",
-                "owner": {"id": "RMITfuhuuxyzyuyyi3Kfg", "type": "user"},
-            }
-        ],
-        "attachments": [
-            {
-                "id": "ux7LtGDPRmqbo0nLQ2v9jQ",
-                "name": "Screenshot2021_05_17_183842.jpg",
-                "size": 10692,
-                "type": "JPG",
-                "download_url": "https://downloadUrl.zoom.us",
-            }
-        ],
-    }
+    assert canonical_bytes(record) == canonical_bytes(sent)
+    # Nothing invented, nothing dropped, nothing respelled.
+    assert "direction" not in record and "delivery_status" not in record
+    assert record["session_id"] == session_id and record["owner"] == sent["owner"]
+    assert (
+        record["phone_number_campaign_opt_statuses"] == sent["phone_number_campaign_opt_statuses"]
+    )
+    assert record["sender"]["id"] == "RMIGplfpSLauTMDMTi3Kfg" and "owner" not in record["sender"]
+    assert record["attachments"][0]["type"] == "jpg"
+    if event != "phone.sms_received":
+        assert record["failure_reason"] == "1101-phone message error send"
+
+
+async def test_objects_in_every_schema_shape_are_stored_as_sent_minus_jwt(tmp_path: Path) -> None:
+    """300 objects drawn from Zoom's schema, through `event_message` and the real writer: each
+    line's record is, byte for byte, the canonical JSON of the object without its jwts."""
+    events = list(schema_shaped_events(seed=14, n=300))
+    validators = {name: jsonschema.Draft7Validator(relaxed_schema(name)) for name in MESSAGE_EVENTS}
+    root = tmp_path / "archive"
+    prepare_root(root)
+    state = State.open(root)
+    writer = await ManifestWriter.open(root, state)
+    expected: dict[tuple[str, str], bytes] = {}
+    try:
+        for name, event in events:
+            validators[name].validate(event)  # the shape is one Zoom's schema allows
+            sent = copy.deepcopy(event["payload"]["object"])
+            session_id, record = event_message(name, event["payload"])
+            assert record == sent  # handed on whole: the download queue needs the jwts
+            result = await writer.append_messages(session_id, [record], "webhook")
+            assert result.new == 1
+            assert record == sent  # and the writer stripped a copy, not the caller's object
+            expected[(session_id, sent["message_id"])] = expected_record_bytes(sent)
+    finally:
+        await writer.close()
+        state.close()
+    raw_lines = [
+        line
+        for segment in sorted((root / "manifest").glob("*.jsonl"))
+        for line in segment.read_bytes().splitlines()
+    ]
+    stored = {}
+    for raw, line in zip(raw_lines, manifest_lines(root), strict=True):
+        if line["kind"] == "message":
+            assert line["source"] == "webhook"
+            stored[(line["session_id"], line["message_id"])] = record_bytes_in_line(raw)
+    assert stored == expected
+    shapes = [event["payload"]["object"] for _, event in events]
+    # The draw covered what matters: jwts to strip, lower-case types, the optional parts.
+    assert sum(b"jwt" in canonical_bytes(o).lower() for o in shapes) > 50
+    assert not any(b"jwt=" in raw.lower() for raw in raw_lines)
+    assert any("failure_reason" in o for o in shapes) and any(
+        "team_id" in o["owner"] for o in shapes
+    )
+    assert any("phone_number_campaign_opt_statuses" in o for o in shapes)
 
 
 @pytest.mark.parametrize(
-    ("event", "direction", "status"),
+    "changes",
     [
-        ("phone.sms_received", "In", "received"),
-        # Zoom's phone.sms_sent example carries a failure_reason: a failed send.
-        ("phone.sms_sent", "Out", "failed_to_send"),
-        ("phone.sms_sent_failed", "Out", "failed_to_send"),
+        {},
+        {"attachments": None},  # kept as sent; nothing to download
+        {"to_members": "not a list"},  # not ours to judge: archived as Zoom sent it
+        {"sender": "someone"},
+        {"date_time": "soon"},
+        {"future_field": {"nested": [1, 2.5, True, None]}},  # outside the schema, still kept
+        {"message_id": "M\u00e9", "session_id": "S\u00e9"},
+        {"attachments": [{"id": "A", "type": "heic", "download_url": "https://x.zoom.us/f?jwt=t"}]},
     ],
 )
-def test_zooms_examples_direction_and_status(event: str, direction: str, status: str) -> None:
-    example = zoom_example(event)
-    _, record = event_message(example["event"], example["payload"])
-    assert (record["direction"], record["delivery_status"]) == (direction, status)
-    assert "session_id" not in record and "owner" not in record
-    assert "failure_reason" not in record and "phone_number_campaign_opt_statuses" not in record
+def test_objects_accepted_before_are_accepted_and_kept_whole(changes: dict[str, Any]) -> None:
+    obj = {**OBJ, **changes}
+    session_id, record = event_message("phone.sms_received", {"object": copy.deepcopy(obj)})
+    assert session_id == obj["session_id"] and record == obj
 
 
 OBJ: dict[str, Any] = {
@@ -120,92 +163,68 @@ OBJ: dict[str, Any] = {
     "owner": {"type": "user", "id": "U"},
     "attachments": [],
 }
-
-
-@pytest.mark.parametrize(
-    ("event", "changes", "expected"),
-    [
-        ("phone.sms_sent", {}, {"direction": "Out", "delivery_status": "sent"}),
-        (
-            "phone.sms_sent",
-            {"failure_reason": ""},  # Zoom: empty means the send succeeded
-            {"direction": "Out", "delivery_status": "sent"},
-        ),
-        ("phone.sms_received", {}, {"direction": "In", "delivery_status": "received"}),
-        ("phone.sms_received", {"date_time": "2024-05-01T10:00:00.750Z"}, {}),
-        ("phone.sms_received", {"date_time": "2024-05-01T12:00:00+02:00"}, {}),
-        ("phone.sms_received", {"date_time": "soon"}, {"date_time": "soon"}),
-        (
-            "phone.sms_received",
-            {"sender": {"phone_number": "1", "id": "X", "type": "callQueue", "extra": 1}},
-            {"sender": {"phone_number": "1", "owner": {"id": "X", "type": "callQueue"}}},
-        ),
-        (
-            "phone.sms_received",
-            {"attachments": [{"id": "A", "type": "jpeg", "size": 1, "name": "n"}]},
-            {"attachments": [{"id": "A", "type": "JPG", "size": 1, "name": "n"}]},
-        ),
-        (
-            "phone.sms_received",
-            {"attachments": [{"id": "A", "type": "heic"}]},
-            {"attachments": [{"id": "A", "type": "heic"}]},  # unknown: kept as received
-        ),
-    ],
-)
-def test_sync_shaped(event: str, changes: dict[str, Any], expected: dict[str, Any]) -> None:
-    record = sync_shaped(event, {**OBJ, **changes})
-    want = {
-        "message_id": "M",
-        "date_time": "2024-05-01T10:00:00Z",
-        "direction": "In",
-        "delivery_status": "received",
-        "message": "hi",
-        "message_type": 1,
-        "sender": {"phone_number": "1"},
-        "to_members": [{"phone_number": "2"}],
-        **expected,
-    }
-    assert record == want
+DEEP: Any = 0
+for _ in range(5000):
+    DEEP = [DEEP]
 
 
 @pytest.mark.parametrize(
     ("event", "payload", "problem"),
     [
         ("phone.sms_etiquette_warn", {"object": OBJ}, "not a message event"),
+        ("phone.sms_campaign_number_opt_in", {"object": OBJ}, "not a message event"),
         ("phone.sms_received", {}, "payload.object is not an object"),
+        ("phone.sms_received", [], "payload.object is not an object"),
         ("phone.sms_received", {"object": [OBJ]}, "payload.object is not an object"),
         ("phone.sms_received", {"object": {**OBJ, "session_id": ""}}, "no session_id"),
+        ("phone.sms_received", {"object": {**OBJ, "session_id": 7}}, "no session_id"),
         ("phone.sms_received", {"object": {**OBJ, "message_id": 7}}, "no message_id"),
+        ("phone.sms_sent", {"object": {**OBJ, "message_id": ""}}, "no message_id"),
+        ("phone.sms_sent", {"object": {**OBJ, "message_id": "\ud800"}}, "lone surrogate"),
         ("phone.sms_received", {"object": {**OBJ, "attachments": "x"}}, "not a list"),
         ("phone.sms_received", {"object": {**OBJ, "attachments": [{"id": ""}]}}, "has no id"),
+        ("phone.sms_sent_failed", {"object": {**OBJ, "attachments": [7]}}, "has no id"),
     ],
 )
-def test_events_that_do_not_fit(event: str, payload: dict[str, Any], problem: str) -> None:
+def test_events_that_do_not_fit(event: str, payload: Any, problem: str) -> None:
     with pytest.raises(EventError, match=problem):
         event_message(event, payload)
 
 
-async def test_simulator_events_fit_zooms_schema_and_map_back_to_the_api_record() -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"message_type": float("nan")},
+        {"owner": {"type": "user", "id": "U", "score": float("inf")}},
+        {"future_field": DEEP},
+    ],
+)
+def test_objects_the_manifest_cannot_hold_are_refused_not_failed(changes: dict[str, Any]) -> None:
+    """NaN and Infinity are not JSON (Python's parser takes them), and nesting too deep to
+    encode: refused as a bad event (400), rather than failing in the writer (a 500)."""
+    with pytest.raises(EventError):
+        event_message("phone.sms_received", {"object": {**OBJ, **changes}})
+
+
+async def test_simulator_events_fit_zooms_schema_and_are_kept_as_sent() -> None:
     config = SimulatorConfig(seed=3, sessions=8, history_days=30, webhook_url="")
     async with Simulator(config) as sim:
         added = sim.add_messages(150, attachments=None)
         truth = truth_messages(sim)
-        exact = 0
         for line in added:
             key = (line["session_id"], line["message_id"])
             event = json.loads(sim.webhook_event(*key))
             jsonschema.Draft7Validator(relaxed_schema(event["event"])).validate(event)
+            sent = copy.deepcopy(event["payload"]["object"])
             session_id, record = event_message(event["event"], event["payload"])
-            assert session_id == key[0]
+            assert session_id == key[0] and record == sent
+            # The same message as the API's record, in the event's own shape: a second version
+            # of the message once the sync API returns it, never the same digest.
             api = truth[key]
-            if record["delivery_status"] == api["delivery_status"]:
-                exact += 1
-                assert strip_jwt(record) == api  # same digest: the sync line is deduped
-            else:
-                # An outbound message the API shows as delivered (or failed later): the event
-                # can only say it was sent; the sync line will supersede it.
-                assert event["event"] == "phone.sms_sent"
-                assert record["delivery_status"] == "sent"
-                assert strip_jwt(record) == {**api, "delivery_status": "sent"}
-        assert exact > len(added) // 2  # all inbound messages and the plain sends
-        assert any(r.get("attachments") for r in truth.values())
+            assert without_jwt(record) != api and "direction" not in record
+            for field in ("message_id", "date_time", "message", "message_type"):
+                assert record[field] == api[field]
+            assert [a["id"] for a in record["attachments"]] == [
+                a["id"] for a in api.get("attachments", [])
+            ]
+        assert any(truth[k].get("attachments") for k in truth)
