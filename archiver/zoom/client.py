@@ -162,6 +162,8 @@ class ZoomClient:
                 return decode_body(raw, template, session_id)
             if action in REPEATING:
                 tries[action] += 1
+            if action is Action.RENEW_TOKEN:
+                await self._auth.invalidate(token)  # even when giving up: never reuse it
             if action not in REPEATING or tries[action] >= limits[action]:
                 raise error_for(
                     action,
@@ -173,7 +175,6 @@ class ZoomClient:
                     kind=kind,
                 )
             if action is Action.RENEW_TOKEN:
-                await self._auth.invalidate(token)
                 if tries[action] == 1:
                     continue  # an expired token: the new one works at once
                 # A new token refused too: it may take a moment to reach every server.

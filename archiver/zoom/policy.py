@@ -5,8 +5,9 @@ at all, i.e. a reset, a timeout or a truncated body) into an `Action`. The clien
 provider and the download manager's URL refresh act on it; nothing else decides. The rules
 (zoom/README.md, DESIGN.md invariant 8: nothing is concluded without evidence):
 
-- Only the OAuth token endpoint refusing the credentials in Zoom's own words (a JSON 4xx) is
-  fatal for the account. Its 5xx, 408/425/429, an HTML page or no answer are transient.
+- Only the OAuth token endpoint refusing the credentials in Zoom's own words (a JSON 4xx
+  other than 408/425/429) is fatal for the account. Its 5xx, 408/425/429, an HTML page, a 200
+  without a token or no answer are transient.
 - A 401 on an API call means "renew the token", never "the account is broken".
 - Only Zoom's code 12004 says a session is gone. A 403, a 404 without 12004 (a gateway's HTML
   page, say) or another 4xx says nothing about the account or the session's existence: that
@@ -88,12 +89,12 @@ def body_kind(raw: bytes) -> BodyKind:
 
 def decide(endpoint: str, status: int | None, code: int | None, kind: BodyKind) -> Action:
     """The action for one answer (`status=None`: none came). `code` is Zoom's `code` field."""
-    if status == 429:
-        return Action.PARK
     if status is None or status >= 500 or status in TRANSIENT_STATUSES:
         return Action.RETRY
     if endpoint == TOKEN:
         return _decide_token(status, kind)
+    if status == 429:
+        return Action.PARK
     return _decide_api(endpoint, status, code, kind)
 
 
@@ -118,6 +119,8 @@ def _decide_token(status: int, kind: BodyKind) -> Action:
         # A 200 the provider cannot use (not JSON, or no access_token: it passes OTHER) is a
         # broken answer, not a refusal of the credentials.
         return Action.ACCEPT if kind is BodyKind.JSON else Action.RETRY
+    if status == 429:
+        return Action.RETRY  # no budget of ours paces the token endpoint: back off
     if 400 <= status < 500 and kind is BodyKind.JSON:
         return Action.ACCOUNT_FATAL  # Zoom's OAuth speaks JSON: invalid_client, bad account id
     return Action.RETRY  # an HTML page from a proxy, an empty 401: nothing says "credentials"

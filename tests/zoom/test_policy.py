@@ -87,7 +87,7 @@ TABLE = [
     (TOKEN, 500, None, JSON, Action.RETRY),
     (TOKEN, 502, None, HTML, Action.RETRY),
     (TOKEN, 503, None, EMPTY, Action.RETRY),
-    (TOKEN, 429, None, JSON, Action.PARK),
+    (TOKEN, 429, None, JSON, Action.RETRY),  # no budget paces the token endpoint
     (TOKEN, 408, None, EMPTY, Action.RETRY),
     (TOKEN, None, None, EMPTY, Action.RETRY),
     (TOKEN, 200, None, HTML, Action.RETRY),  # a 200 that is no token is a broken answer
