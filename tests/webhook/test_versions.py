@@ -156,3 +156,38 @@ async def test_an_event_for_a_message_sync_archived_adds_no_version(tmp_path: Pa
         for key in keys:
             assert [line["source"] for line in after[key]] == ["sync"]
             assert after[key] == archived[key]
+
+
+# Object changes the receiver refuses (400 bad_event), as it did before objects were kept whole,
+# and the two it refuses now instead of failing in the writer with a 500.
+REFUSED: list[dict[str, Any]] = [
+    {"session_id": ""},
+    {"session_id": 7},
+    {"message_id": ""},
+    {"message_id": None},
+    {"attachments": "x"},
+    {"attachments": [{"id": ""}]},
+    {"attachments": [7]},
+]
+NOT_JSON_VALUES = (b"NaN", b"-Infinity")
+
+
+async def test_the_receiver_refuses_what_it_refused_and_no_more(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path) as harness:
+        (line,) = harness.sim.add_messages(1, new_session=True, attachments=1)
+        key = (line["session_id"], line["message_id"])
+        good = harness.sim.webhook_event(*key)
+        for changes in REFUSED:
+            body, _ = reshaped(good, "phone.sms_received", changes)
+            status, answer = await harness.post(body, sign(body))
+            assert (status, answer) == (400, {"status": "bad_event"}), changes
+        for value in NOT_JSON_VALUES:
+            # Python's parser takes these; they are not JSON, and no canonical line holds them.
+            body = good.replace(b'"message_type":', b'"message_type":' + value + b',"was":', 1)
+            assert body != good
+            status, answer = await harness.post(body, sign(body))
+            assert (status, answer) == (400, {"status": "bad_event"}), value
+        assert key not in archived_messages(harness.root)
+        # The very same event, unchanged, is archived: the refusals were the checks.
+        assert await harness.post(good, sign(good)) == (200, {"status": "archived"})
+        assert [entry["source"] for entry in archived_messages(harness.root)[key]] == ["webhook"]
