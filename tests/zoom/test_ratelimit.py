@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import calendar
+import itertools
 import math
 import random
 import time
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from archiver.config import RateLimitConfig
-from archiver.zoom.pacing import WINDOW_MARGIN
+from archiver.zoom.pacing import WAKE_SLACK, WINDOW_MARGIN
 from archiver.zoom.ratelimit import (
     DAILY_SLACK,
     MAX_QPS_PAUSE,
@@ -274,6 +275,25 @@ def max_in_window(times: Sequence[float], window: float = 1.0) -> int:
     return max(bisect.bisect_left(ordered, t + window) - i for i, t in enumerate(ordered))
 
 
+def fastest_span(times: Sequence[float], k: int) -> float:
+    """The shortest time that any k + 1 consecutive requests took (k gaps)."""
+    ordered = sorted(times)
+    assert len(ordered) > k, f"{len(ordered)} requests cannot show a span of {k} gaps"
+    return min(later - earlier for earlier, later in zip(ordered, ordered[k:], strict=False))
+
+
+def assert_paced(times: Sequence[float], per_second: int, jitter: float) -> None:
+    """Pacing as the requests show it, whatever the machine's speed: no sliding second holds
+    more than `per_second`, and the requests are spread evenly, not sent in bursts. The
+    throttler grants on a schedule of slots `gap` apart and a late grant moves no later one
+    earlier than the slot after it, so any k + 1 consecutive grants span more than k - 1 gaps;
+    `jitter` is what may befall a request between its grant and its timestamp."""
+    gap = (1 + WINDOW_MARGIN) / per_second
+    for k in sorted({1, 2, 5, 10, per_second // 2, per_second}):
+        assert fastest_span(times, k) > (k - 1) * gap - jitter, (k, fastest_span(times, k))
+    assert max_in_window(times) <= per_second
+
+
 @pytest.mark.parametrize(
     ("rate", "per_second", "mean_gap"),
     [
@@ -512,42 +532,76 @@ async def test_unlimited_plan_never_waits_but_honours_429() -> None:
     assert await budgets.acquire("light") == 0.0
 
 
-async def test_unlimited_common_path_is_cheap() -> None:
+def test_unlimited_common_path_never_suspends() -> None:
+    # Cheap by construction: with nothing to wait for, acquire() finishes without handing
+    # control to the event loop (no sleep, no lock, no queue). Its cost in CPU is for bench/.
     budgets = Budgets(RateLimitConfig(plan="unlimited"))
     headers = CIMultiDict({"Content-Type": "application/json"})
-    start = time.perf_counter()
-    for _ in range(20_000):
-        await budgets.acquire("medium")
+    for _ in range(1000):
+        call = budgets.acquire("medium")
+        with pytest.raises(StopIteration) as done:
+            call.send(None)
+        assert done.value.value == 0.0
         budgets.on_response("medium", 200, headers, endpoint="sync")
-    assert time.perf_counter() - start < 1.0  # ~10x the headroom of thousands of calls/s
+    assert budgets.snapshot()["medium"]["requests"] == 1000
+
+
+async def test_concurrent_callers_get_every_slot_on_a_fake_clock() -> None:
+    # "Near the ceiling", exactly: on a fake clock the machine's speed cannot enter, so 20
+    # callers queued on one label must be granted one slot after another with none wasted.
+    fake = FakeTime()
+    budgets = make_budgets(fake, share=1.0, table={"medium": LabelLimit(50)})
+    grants: list[float] = []
+
+    async def worker() -> None:
+        while len(grants) < 300:
+            await budgets.acquire("medium")
+            grants.append(fake.mono)
+            await asyncio.sleep(0)
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(20):
+            group.create_task(worker())
+    gap = (1 + WINDOW_MARGIN) / 50
+    gaps = [later - earlier for earlier, later in itertools.pairwise(grants)]
+    assert min(gaps) >= gap - 1e-9
+    assert max(gaps) <= gap + WAKE_SLACK + 1e-9  # no slot left unused while callers wait
+    achieved = (len(grants) - 1) / (grants[-1] - grants[0])
+    assert 0.95 * 50 <= achieved <= 50, achieved
+    assert max_in_window(grants) <= 50 and max_in_window(grants, 1 + WINDOW_MARGIN) <= 50
+    assert 40 <= (budgets.snapshot()["medium"]["recent_rate"] or 0) <= 50
+    assert budgets.snapshot()["medium"]["wait_seconds"] > 0
 
 
 # --- real time -------------------------------------------------------------------------------
 
 
-async def hammer(budgets: Budgets, label: str, seconds: float, tasks: int = 20) -> list[float]:
+async def hammer(
+    budgets: Budgets, label: str, *, seconds: float = math.inf, count: int | None = None
+) -> list[float]:
+    """20 callers acquiring as fast as they can, for `seconds` or until `count` grants."""
     grants: list[float] = []
     stop = time.monotonic() + seconds
 
     async def worker() -> None:
-        while time.monotonic() < stop:
+        while time.monotonic() < stop and (count is None or len(grants) < count):
             await budgets.acquire(label)
             grants.append(time.monotonic())
             await asyncio.sleep(0)
 
     async with asyncio.TaskGroup() as group:
-        for _ in range(tasks):
+        for _ in range(20):
             group.create_task(worker())
     return grants
 
 
-async def test_concurrent_hammering_stays_under_ceiling_and_near_it() -> None:
+async def test_concurrent_hammering_is_paced_under_the_ceiling() -> None:
+    # In real time, what the grants show whatever the machine's speed: never more than 50 in
+    # a sliding second, spread evenly. How close to 50/s a machine gets is bench/'s figure.
     budgets = Budgets(RateLimitConfig(share=1.0), table={"medium": LabelLimit(50)})
-    grants = await hammer(budgets, "medium", 1.5)
+    grants = await hammer(budgets, "medium", count=120)
     assert max_in_window(grants) <= 50  # the hard invariant
-    assert 40 <= (budgets.snapshot()["medium"]["recent_rate"] or 0) <= 50
-    achieved = (len(grants) - 1) / (grants[-1] - grants[0])
-    assert achieved >= 0.95 * 50, achieved
+    assert_paced(grants, 50, jitter=0.005)  # stamped straight after the grant
     assert budgets.snapshot()["medium"]["wait_seconds"] > 0
 
 
@@ -564,7 +618,7 @@ async def test_pause_stops_tasks_already_queued() -> None:
 
     async with asyncio.TaskGroup() as group:
         group.create_task(inject())
-        grants = await hammer(budgets, "medium", 1.0)
+        grants = await hammer(budgets, "medium", seconds=1.0)
     during = [t for t in grants if paused_at + 0.01 < t < paused_at + 0.39]
     assert during == [] and any(t > paused_at + 0.4 for t in grants)
 
@@ -580,7 +634,12 @@ class SlidingWindowServer:
         self.limit = limit
         self.accepted: deque[float] = deque()
         self.ok_times: list[float] = []
-        self.rejected = 0
+        self.rejected_times: list[float] = []
+        self.url = ""
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejected_times)
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -589,7 +648,7 @@ class SlidingWindowServer:
             self.accepted.popleft()
         headers = {"X-RateLimit-Category": "Medium", "X-RateLimit-Type": "QPS"}
         if len(self.accepted) >= self.limit:
-            self.rejected += 1
+            self.rejected_times.append(now)
             body = {"code": 429, "message": PER_SECOND_BODY}
             return web.json_response(body, status=429, headers=headers)
         self.accepted.append(now)
@@ -612,12 +671,15 @@ async def server() -> object:
     await runner.cleanup()
 
 
-async def drive(budgets: Budgets, url: str, seconds: float, tasks: int = 8) -> None:
-    stop = time.monotonic() + seconds
+async def drive(budgets: Budgets, url: str, requests: int, tasks: int = 8) -> None:
+    """`tasks` callers sending `requests` requests in all, each paced by `budgets`."""
+    sent = 0
     async with aiohttp.ClientSession() as session:
 
         async def worker() -> None:
-            while time.monotonic() < stop:
+            nonlocal sent
+            while sent < requests:
+                sent += 1
                 label = budgets.label_for("sync")
                 await budgets.acquire(label)
                 async with session.get(url) as response:
@@ -631,29 +693,37 @@ async def drive(budgets: Budgets, url: str, seconds: float, tasks: int = 8) -> N
 
 async def test_server_at_exact_limit_sees_no_429(server: SlidingWindowServer) -> None:
     budgets = Budgets(RateLimitConfig(share=1.0), table={"medium": LabelLimit(50)})
-    await drive(budgets, server.url, 3.0)
+    await drive(budgets, server.url, requests=150)
     ok = server.ok_times
-    achieved = (len(ok) - 1) / (ok[-1] - ok[0])
-    print(f"\nexact: {len(ok)} ok, {server.rejected} 429, {achieved:.2f}/s of 50/s")
-    assert server.rejected == 0
-    assert achieved >= 0.95 * 50
-    assert max_in_window(ok) <= 50
+    print(f"\nexact: {len(ok)} ok, {server.rejected} 429")
+    assert server.rejected == 0 and len(ok) == 150
+    # The server's own timestamps: evenly spread, never 51 in a sliding second. A request may
+    # lose up to WINDOW_MARGIN between its grant and the server (the margin exists for that).
+    assert_paced(ok, 50, jitter=WINDOW_MARGIN)
+    assert budgets.snapshot()["medium"]["wait_seconds"] > 0  # the budget held callers back
 
 
 async def test_server_with_budget_50_percent_too_high(server: SlidingWindowServer) -> None:
     budgets = Budgets(
         RateLimitConfig(share=1.0), table={"medium": LabelLimit(75)}, rng=random.Random(5)
     )
-    await drive(budgets, server.url, 4.0)
+    await drive(budgets, server.url, requests=200)
     total = len(server.ok_times) + server.rejected
     share_429 = server.rejected / total
-    achieved = len(server.ok_times) / 4.0
     snap = budgets.snapshot()["medium"]
     print(
         f"\n1.5x: {len(server.ok_times)} ok, {server.rejected} 429 ({share_429:.1%}), "
-        f"{achieved:.1f}/s of 50/s, rate now {snap['current_rate']:.1f}"
+        f"rate now {snap['current_rate']:.1f}"
     )
+    assert total == 200 and server.rejected > 0  # a budget above the server's limit meets 429s
     assert snap["rate_limited"] == server.rejected
     assert share_429 < 0.05
-    # It slowed down, it did not stall: the worst case is two backoff pauses of 1 s each.
-    assert achieved >= 0.4 * 50
+    # It slowed down, it did not stall: each 429 cut the rate (x0.7), and few were needed, so
+    # the budget ends below what it started at but far above its floor, and not paused.
+    rate = snap["current_rate"]
+    assert isinstance(rate, float) and 0.4 * 50 <= rate < 75
+    assert snap["paused_until"] is None
+    # After the last 429 the server saw the cut rate, evenly spread.
+    after = [t for t in server.ok_times if t > server.rejected_times[-1]]
+    print(f"after the last 429: {len(after)} ok")
+    assert_paced(after, math.floor(rate), jitter=WINDOW_MARGIN)
