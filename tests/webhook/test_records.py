@@ -7,6 +7,7 @@ manifest writer, the refusal table, and the simulator's events.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from functools import cache
 from pathlib import Path
@@ -120,8 +121,9 @@ async def test_objects_in_every_schema_shape_are_stored_as_sent_minus_jwt(tmp_pa
     stored = {}
     for raw, line in zip(raw_lines, manifest_lines(root), strict=True):
         if line["kind"] == "message":
-            assert line["source"] == "webhook"
+            assert line["source"] == "webhook" and "supersedes" not in line
             stored[(line["session_id"], line["message_id"])] = record_bytes_in_line(raw)
+            assert line["digest"] == hashlib.sha256(record_bytes_in_line(raw)).hexdigest()
     assert stored == expected
     shapes = [event["payload"]["object"] for _, event in events]
     # The draw covered what matters: jwts to strip, lower-case types, the optional parts.
@@ -131,6 +133,7 @@ async def test_objects_in_every_schema_shape_are_stored_as_sent_minus_jwt(tmp_pa
         "team_id" in o["owner"] for o in shapes
     )
     assert any("phone_number_campaign_opt_statuses" in o for o in shapes)
+    assert any(a["type"] == "jpg" for o in shapes for a in o["attachments"])
 
 
 @pytest.mark.parametrize(
