@@ -38,8 +38,10 @@ from archiver.ops.metrics import Telemetry, start_server
 from archiver.ops.progress import progress_loop, snapshot
 from archiver.ops.sdnotify import Notifier, watchdog_loop
 from archiver.ops.status import META_BUDGET
+from archiver.store.checkpointer import checkpoints, load_signer
 from archiver.store.layout import prepare_root
 from archiver.store.lock import ArchiveLock
+from archiver.store.recovery import check_startup
 from archiver.store.state import State
 from archiver.store.writer import ManifestWriter
 from archiver.sync.session import SessionSync
@@ -67,17 +69,23 @@ class RunOutcome:
 
 @contextlib.asynccontextmanager
 async def open_archive(config: Config) -> AsyncIterator[tuple[State, ManifestWriter]]:
-    """Lock the root, repair a torn tail, open state and writer; record start and stop."""
+    """Lock the root, check the manifest, open state and writer; record start and stop;
+    sign checkpoints while open (store/checkpointer.py)."""
     root = config.root
+    key = load_signer(config)  # a bad key is a configuration error, before anything opens
     with ArchiveLock(root):
+        # Read-only, before anything else is written to ROOT: damage that is not a torn
+        # final line stops the start here and leaves the archive exactly as it was found.
+        await asyncio.to_thread(check_startup, root)
         prepare_root(root)  # after the lock: it empties tmp/, which a running daemon uses
         state = State.open(root)
         try:
             writer = await ManifestWriter.open(root, state)
             try:
                 await writer.append_event("start", version=__version__)
-                yield state, writer
-                await writer.append_event("stop")
+                async with checkpoints(config, key, writer):
+                    yield state, writer
+                    await writer.append_event("stop")
             finally:
                 await writer.close()
         finally:

@@ -18,6 +18,8 @@ from archiver.store.manifest import is_hex_digest, parse_segment_name, segment_n
 MANIFEST_DIR: Final = "manifest"
 BLOBS_DIR: Final = "blobs/sha256"
 TMP_DIR: Final = "tmp"
+CHECKPOINTS_DIR: Final = "checkpoints"  # signed checkpoint notes, when a key is configured
+RECOVERED_DIR: Final = "recovered"  # bytes cut from a torn final line at start-up
 STATE_FILE: Final = "state.sqlite3"
 LOCK_FILE: Final = "LOCK"
 _PRIVATE_DIR: Final = 0o700

@@ -6,8 +6,11 @@ operator can open: `000003.jsonl:17` for a line, `blobs/sha256/ab/<hex>` for a b
 broken link the chain is followed on from the line actually found, so one deleted line is one
 problem, not a million.
 
-What a hash chain cannot show: the removal of lines from the very end. `head` in the report is
-the hash of the last line; an auditor who noted it earlier can compare.
+Beyond each line: blob sizes always (hashes for `--sample` percent), the rules across lines
+(store/crosscheck.py), and the chain head against signed checkpoints (`trust`) or a head
+obtained elsewhere (`expect_head`). What a hash chain alone cannot show is a consistent
+rewrite of the whole chain or the removal of lines from the very end: only a head kept
+outside the archive can, which is what checkpoints are.
 """
 
 from __future__ import annotations
@@ -19,14 +22,28 @@ import random
 import sqlite3
 import stat
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from archiver.store.layout import BLOBS_DIR, MANIFEST_DIR, blob_relpath, missing_segments
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from archiver.store import checkpoint
+from archiver.store.checkpoint import list_checkpoints
+from archiver.store.crosscheck import CrossCheck
+from archiver.store.layout import (
+    BLOBS_DIR,
+    CHECKPOINTS_DIR,
+    MANIFEST_DIR,
+    STATE_FILE,
+    blob_relpath,
+    missing_segments,
+)
 from archiver.store.manifest import (
     ZERO_HASH,
     canonical,
+    entry_problems,
     is_hex_digest,
     line_hash,
     line_problems,
@@ -35,6 +52,7 @@ from archiver.store.manifest import (
     parse_segment_name,
     segment_name,
 )
+from archiver.store.stateview import pending_attachments
 
 MAX_PROBLEMS: Final = 1000  # beyond this the report only counts them
 TAIL_WAIT: Final = 2.0  # seconds an unterminated last line is given to be finished
@@ -45,6 +63,22 @@ class Problem:
     kind: str
     where: str  # "000001.jsonl:3", "manifest/000002.jsonl" or "blobs/sha256/ab/<hex>"
     detail: str
+    segment: str | None = None  # the manifest line it concerns, when there is one
+    line: int | None = None
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """A manifest line: segment file, line number in it, its seq."""
+
+    segment: str
+    line: int
+    seq: int
+
+    @property
+    def where(self) -> str:
+        return f"{self.segment}:{self.line}"
 
 
 @dataclass
@@ -61,35 +95,70 @@ class VerifyReport:
     events: int = 0
     blobs_checked: int = 0
     sample_pct: float = 100.0
+    attachments_pending: int = 0  # listed, no line yet, still in the state's download ledger
+    checkpoints_seen: int = 0
+    checkpoints_checked: int = 0  # signature verified by a trusted key and head found
     problems: list[Problem] = field(default_factory=list)
     problems_omitted: int = 0
     warnings: list[Problem] = field(default_factory=list)
+    pending: list[Problem] = field(default_factory=list)  # problems only with `complete`
 
 
 def verify_archive(
-    root: Path, *, sample_pct: float = 100.0, rng_seed: int | None = None
+    root: Path,
+    *,
+    sample_pct: float = 100.0,
+    rng_seed: int | None = None,
+    trust: Sequence[Ed25519PublicKey] = (),
+    expect_head: tuple[int, str] | None = None,
+    complete: bool = False,
 ) -> VerifyReport:
-    """Check the chain, every line, and all blobs (or `sample_pct` percent of them)."""
+    """Check the chain, every line, the rules across lines, every blob's size and (for
+    `sample_pct` percent of them) hash; with `trust`, every checkpoint; with `expect_head`,
+    that the manifest holds that (seq, hash). `complete`: a pending attachment is a problem."""
     if not 0.0 <= sample_pct <= 100.0:
         raise ValueError(f"sample_pct must be within 0..100, not {sample_pct}")
-    return _Verifier(root, sample_pct, rng_seed).run()
+    return _Verifier(
+        root,
+        sample_pct=sample_pct,
+        rng_seed=rng_seed,
+        trust=list(trust),
+        expect_head=expect_head,
+        complete=complete,
+    ).run()
 
 
 class _Verifier:
-    def __init__(self, root: Path, sample_pct: float, rng_seed: int | None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        sample_pct: float,
+        rng_seed: int | None,
+        trust: list[Ed25519PublicKey],
+        expect_head: tuple[int, str] | None,
+        complete: bool,
+    ) -> None:
         self.root = root
         self.real_root = root.resolve()
         self.report = VerifyReport(root=str(root), sample_pct=sample_pct)
         self.rng = random.Random(rng_seed)  # noqa: S311 - picks a sample, guards nothing
         self.seq, self.head = 0, ZERO_HASH
+        self.trust, self.complete = trust, complete
+        # seq -> (what claims a head there, the head it claims); filled in before the stream
+        self.heads_wanted: dict[int, list[tuple[str, str]]] = {}
+        if expect_head is not None:
+            seq, head = expect_head
+            self.heads_wanted[seq] = [("--expect-head", head)]
         # "" is a private temporary on-disk database, deleted on close: the set of referenced
         # blobs can outgrow memory.
         self.refs = sqlite3.connect("")
         self.refs.execute("CREATE TABLE refs (sha256 TEXT PRIMARY KEY) WITHOUT ROWID")
+        self.cross = CrossCheck()
 
-    def problem(self, kind: str, where: str, detail: str) -> None:
+    def problem(self, kind: str, where: str, detail: str, place: Place | None = None) -> None:
         if len(self.report.problems) < MAX_PROBLEMS:
-            self.report.problems.append(Problem(kind, where, detail))
+            self.report.problems.append(_problem(kind, where, detail, place))
         else:
             self.report.problems_omitted += 1
 
@@ -99,6 +168,7 @@ class _Verifier:
 
     def run(self) -> VerifyReport:
         try:
+            self.checkpoints()
             directory = self.root / MANIFEST_DIR
             if not directory.is_dir():
                 self.problem("manifest_missing", f"{MANIFEST_DIR}/", "no manifest folder")
@@ -107,11 +177,44 @@ class _Verifier:
                 for i, (n, path) in enumerate(segments):
                     self.segment(n, path, last=i == len(segments) - 1)
             self.orphans()
+            self.unsettled()
+            self.heads_not_found()
         finally:
             self.refs.close()
+            self.cross.close()
         self.report.last_seq, self.report.head = self.seq, self.head
         self.report.ok = not self.report.problems and not self.report.problems_omitted
         return self.report
+
+    def checkpoints(self) -> None:
+        """Read ROOT/checkpoints/ first, so the stream can compare each one's head."""
+        notes = list_checkpoints(self.root)
+        self.report.checkpoints_seen = len(notes)
+        if not self.trust:
+            if notes:
+                self.warning(
+                    "checkpoints_not_checked",
+                    f"{CHECKPOINTS_DIR}/",
+                    f"{len(notes)} checkpoints seen, none checked: give --trust PUB",
+                )
+            return
+        if not notes:
+            self.problem("checkpoint_missing", f"{CHECKPOINTS_DIR}/", "no checkpoint to check")
+        for seq, path in notes:
+            rel = f"{CHECKPOINTS_DIR}/{path.name}"
+            try:
+                note = checkpoint.parse(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                self.problem("checkpoint_invalid", rel, f"not a checkpoint note: {exc}")
+                continue
+            refused = checkpoint.verify(note, self.trust)
+            if refused is not None:
+                self.problem("checkpoint_signature", rel, refused)
+                continue
+            if note.seq != seq:
+                self.problem("checkpoint_invalid", rel, f"the note is for seq {note.seq}")
+                continue
+            self.heads_wanted.setdefault(seq, []).append((rel, note.head))
 
     def segments(self, directory: Path) -> list[tuple[int, Path]]:
         found = []
@@ -136,9 +239,9 @@ class _Verifier:
                 if last and not raw.endswith(b"\n"):
                     # The end of the file as verify found it; lines written after are not
                     # its business (the stream would read on into them).
-                    self.line(_finished_line(path, offset, raw), f"{name}:{lineno}")
+                    self.line(_finished_line(path, offset, raw), name, lineno)
                     break
-                self.line(raw, f"{name}:{lineno}")
+                self.line(raw, name, lineno)
                 offset += len(raw)
         if lineno == 0:
             detail = "segment is empty"
@@ -147,67 +250,130 @@ class _Verifier:
             else:
                 self.problem("empty_segment", f"{MANIFEST_DIR}/{name}", detail)
 
-    def line(self, raw: bytes, where: str) -> None:
+    def line(self, raw: bytes, segment: str, lineno: int) -> None:
         self.report.lines += 1
         body = raw[:-1] if raw.endswith(b"\n") else raw
-        if body is raw:
-            self.problem("unterminated_line", where, "no newline at the end (a torn write?)")
         expected, self.head, prev = self.seq + 1, line_hash(body), self.head
         self.seq = expected
+        place = Place(segment, lineno, expected)
+        where = place.where
+        if body is raw:
+            self.problem("unterminated_line", where, "no newline at the end (a torn write?)", place)
         try:
             obj = parse_line(body)
         except ValueError as exc:
-            self.problem("invalid_json", where, f"not a JSON object: {exc}")
+            self.problem("invalid_json", where, f"not a JSON object: {exc}", place)
             return
         if canonical(obj) != body:
-            self.problem("not_canonical", where, "bytes differ from the canonical JSON encoding")
+            self.problem(
+                "not_canonical", where, "bytes differ from the canonical JSON encoding", place
+            )
         link = link_problem(obj, expected, prev)
         if link is not None:
-            self.problem("chain_broken", where, link)
-            if isinstance(obj.get("seq"), int):
+            self.problem("chain_broken", where, link, place)
+            if isinstance(obj.get("seq"), int) and not isinstance(obj["seq"], bool):
                 self.seq = obj["seq"]  # follow the chain on from what is there
+                place = Place(segment, lineno, self.seq)
+        self.head_claims(place)
         problems = line_problems(obj)
         for detail in problems:
-            self.problem("bad_entry", where, detail)
-        self.count(obj, where, problems)
+            self.problem("bad_entry", where, detail, place)
+        self.count(obj, place, problems)
 
-    def count(self, obj: dict[str, Any], where: str, problems: list[str]) -> None:
+    def head_claims(self, place: Place) -> None:
+        for source, head in self.heads_wanted.pop(place.seq, []):
+            if head != self.head:
+                self.problem(
+                    "head_mismatch",
+                    source,
+                    f"says seq {place.seq} hashes to {head[:16]}..., the manifest's line there "
+                    f"hashes to {self.head[:16]}... (the chain was rewritten or lines replaced)",
+                    place,
+                )
+            elif source.startswith(CHECKPOINTS_DIR):
+                self.report.checkpoints_checked += 1
+
+    def count(self, obj: dict[str, Any], place: Place, problems: list[str]) -> None:
         kind = obj.get("kind")
         if kind == "message":
             self.report.messages += 1
+            # A bad digest or time is that line's problem; its place in the rules across
+            # lines (duplicates, supersedes) only needs the keys to be there.
+            if not entry_problems(obj) and isinstance(obj.get("seq"), int):
+                for detail in self.cross.message(obj):
+                    kind = "duplicate_line" if detail.startswith("duplicate") else "bad_supersedes"
+                    self.problem(kind, place.where, detail, place)
         elif kind == "attachment_failed":
             self.report.attachments_failed += 1
+            if not problems:
+                self.cross.settled(obj)
         elif kind == "event":
             self.report.events += 1
         elif kind == "attachment":
             self.report.attachments += 1
             if not problems:
-                self.blob(obj, where)
+                self.cross.settled(obj)
+                self.blob(obj, place)
 
-    def blob(self, obj: dict[str, Any], where: str) -> None:
-        sha, rel = obj["sha256"], blob_relpath(obj["sha256"])
+    def blob(self, obj: dict[str, Any], place: Place) -> None:
+        sha, rel, where = obj["sha256"], blob_relpath(obj["sha256"]), place.where
         if obj["blob"] != rel:
-            self.problem("blob_path", where, f"blob {obj['blob']!r} should be {rel}")
+            self.problem("blob_path", where, f"blob {obj['blob']!r} should be {rel}", place)
         if self.refs.execute("INSERT OR IGNORE INTO refs VALUES (?)", (sha,)).rowcount == 0:
             return  # the same content again: checked already
         path = self.root / rel
         try:
             info = path.lstat()
         except FileNotFoundError:
-            self.problem("blob_missing", where, f"{rel} does not exist")
+            self.problem("blob_missing", where, f"{rel} does not exist", place)
             return
         if not stat.S_ISREG(info.st_mode) or not path.resolve().is_relative_to(self.real_root):
-            self.problem("blob_not_file", rel, "not a regular file inside the archive root")
+            self.problem("blob_not_file", rel, "not a regular file inside the archive root", place)
             return
-        size = obj.get("size")
-        if isinstance(size, int) and size != info.st_size:
-            self.warning("blob_size", rel, f"{info.st_size} bytes, line {where} says {size}")
+        size = obj["size"]  # always, whatever the sample: a cut blob is damage
+        if not isinstance(size, int) or isinstance(size, bool) or size != info.st_size:
+            self.problem("blob_size", rel, f"{info.st_size} bytes, line {where} says {size}", place)
         if self.rng.random() * 100.0 < self.report.sample_pct:
             self.report.blobs_checked += 1
             with path.open("rb") as stream:
                 actual = hashlib.file_digest(stream, "sha256").hexdigest()
             if actual != sha:
-                self.problem("blob_hash_mismatch", rel, f"content hashes to {actual} ({where})")
+                self.problem(
+                    "blob_hash_mismatch", rel, f"content hashes to {actual} ({where})", place
+                )
+
+    def unsettled(self) -> None:
+        """Listed attachments without a line: pending if the daemon still has them to do."""
+        ledger = pending_attachments(self.root / STATE_FILE)
+        indexed, pending = ledger if ledger is not None else (0, set())
+        for sid, mid, aid, seq in self.cross.unsettled():
+            where = f"message {mid!r} of session {sid!r} (seq {seq})"
+            item = _problem("attachment_pending", where, f"attachment {aid!r}", None, seq)
+            # A line the state has not replayed yet is not in its ledger: the daemon
+            # enqueues it at its next start.
+            if (sid, mid, aid) in pending or seq > indexed:
+                self.report.attachments_pending += 1
+                if self.complete:
+                    self.problem(item.kind, where, f"{item.detail} has no line yet (pending)")
+                elif len(self.report.pending) < MAX_PROBLEMS:
+                    self.report.pending.append(item)
+            else:
+                self.problem(
+                    "attachment_missing",
+                    where,
+                    f"attachment {aid!r} has no attachment or attachment_failed line, and "
+                    "the state has no download pending for it",
+                )
+
+    def heads_not_found(self) -> None:
+        for seq, claims in sorted(self.heads_wanted.items()):
+            for source, head in claims:
+                self.problem(
+                    "head_missing",
+                    source,
+                    f"says seq {seq} hashes to {head[:16]}..., but the manifest ends at seq "
+                    f"{self.seq}: lines were removed from its end",
+                )
 
     def orphans(self) -> None:
         base = self.root / BLOBS_DIR
@@ -244,6 +410,14 @@ def _finished_line(path: Path, offset: int, raw: bytes) -> bytes:
     return raw
 
 
+def _problem(
+    kind: str, where: str, detail: str, place: Place | None, seq: int | None = None
+) -> Problem:
+    if place is None:
+        return Problem(kind, where, detail, seq=seq)
+    return Problem(kind, where, detail, place.segment, place.line, place.seq)
+
+
 def render_report(report: VerifyReport) -> str:
     """A human summary: the verdict first, then counts, then each problem and warning."""
     verdict = "OK" if report.ok else "PROBLEMS FOUND"
@@ -253,15 +427,39 @@ def render_report(report: VerifyReport) -> str:
         f"  head {report.head}",
         f"  messages {report.messages}, attachments {report.attachments}, "
         f"failed attachments {report.attachments_failed}, events {report.events}",
-        f"  blobs re-hashed {report.blobs_checked} (sample {report.sample_pct:g}%)",
+        f"  blobs re-hashed {report.blobs_checked} (sample {report.sample_pct:g}%), "
+        "every blob's size checked",
+        f"  attachments pending download {report.attachments_pending}",
+        _checkpoint_summary(report),
     ]
-    for title, items in (("problems", report.problems), ("warnings", report.warnings)):
+    sections = (
+        ("problems", report.problems),
+        ("warnings", report.warnings),
+        ("pending (a problem only with --complete)", report.pending),
+    )
+    for title, items in sections:
         if items:
             out.append(f"{title} ({len(items)}):")
             out.extend(f"  {p.where}  {p.kind}: {p.detail}" for p in items)
     if report.problems_omitted:
         out.append(f"  ... and {report.problems_omitted} more problems")
     return "\n".join(out)
+
+
+def _checkpoint_summary(report: VerifyReport) -> str:
+    if report.checkpoints_checked or any(
+        p.kind.startswith(("checkpoint", "head_")) for p in report.problems
+    ):
+        return (
+            f"  checkpoints seen {report.checkpoints_seen}, "
+            f"verified against trusted keys {report.checkpoints_checked}"
+        )
+    if report.checkpoints_seen:
+        return (
+            f"  checkpoints seen {report.checkpoints_seen}, NOT checked "
+            "(give --trust PUB: without it a consistent rewrite of the whole chain passes)"
+        )
+    return "  checkpoints none (the head is not anchored outside the manifest)"
 
 
 def report_to_json(report: VerifyReport) -> dict[str, Any]:

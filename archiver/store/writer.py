@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from archiver.errors import StorageError
 from archiver.ops.logs import get_logger
+from archiver.store.checkpoint import newest_checkpoint
 from archiver.store.crash import crash_point
 from archiver.store.dedupe import plan_messages
 from archiver.store.index import ManifestIndex
@@ -53,6 +54,7 @@ from archiver.store.manifest import (
 from archiver.store.recovery import Tail, recover
 from archiver.store.segments import SegmentAppender
 from archiver.store.state import State
+from archiver.store.stateview import META_INDEX_STARTED
 
 SEGMENT_MAX_BYTES: Final = 64 * 1024 * 1024
 _ENTRY_KINDS: Final = frozenset({"attachment", "attachment_failed", "event"})
@@ -96,6 +98,7 @@ class ManifestWriter:
         self._index: ManifestIndex | None = None
         self._segments: SegmentAppender | None = None
         self._seq, self._head = 0, ZERO_HASH
+        self._position = (0, ZERO_HASH)  # the same pair in one object, for other threads
         self._queue: list[_Request] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -109,23 +112,45 @@ class ManifestWriter:
         """Recover the manifest (repair a torn tail, replay lines into the index) and start."""
         self = cls(root, state.path, segment_max_bytes)
         loop = asyncio.get_running_loop()
+        started = state.get_meta(META_INDEX_STARTED) is not None
         try:
-            tail = await loop.run_in_executor(self._executor, self._start)
+            tail = await loop.run_in_executor(self._executor, self._start, started)
+            state.set_meta(META_INDEX_STARTED, "1")
         except BaseException:
             await self._shutdown_thread()
             raise
         self._task = asyncio.create_task(self._run(), name="manifest-writer")
+        try:
+            await self._record_start_up(root, tail)
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def _record_start_up(self, root: Path, tail: Tail) -> None:
+        """What the start-up scan did goes into the manifest itself, as evidence."""
         if tail.bytes_removed:
             name = segment_name(tail.segment)
-            log.warning("manifest_torn_tail_repaired", segment=name, bytes=tail.bytes_removed)
-            try:
-                await self.append_event(
-                    "torn_tail_repaired", segment=name, bytes_removed=tail.bytes_removed
-                )
-            except BaseException:
-                await self.close()
-                raise
-        return self
+            details = {
+                "segment": name,
+                "bytes_removed": tail.bytes_removed,
+                "sha256": tail.torn_sha256,
+                "recovered": tail.recovered,
+            }
+            log.warning("manifest_torn_tail_repaired", **details)
+            await self.append_event("torn_tail_repaired", **details)
+        if tail.rebuilt:
+            # The old head is what this archive last attested, if it kept checkpoints: a
+            # state that was removed cannot say what it had seen.
+            old = newest_checkpoint(root)
+            rebuilt = {
+                "old_seq": old.seq if old else None,
+                "old_head": old.head if old else None,
+                "new_seq": tail.seq,
+                "new_head": tail.head,
+            }
+            log.warning("state_rebuilt", **rebuilt)
+            await self.append_event("state_rebuilt", **rebuilt)
 
     @property
     def seq(self) -> int:
@@ -136,6 +161,11 @@ class ManifestWriter:
     def head(self) -> str:
         """Hash of the last durable line: the chain head an auditor can note down."""
         return self._head
+
+    @property
+    def position(self) -> tuple[int, str]:
+        """(seq, head) of the last durable line, read as one consistent pair."""
+        return self._position
 
     @property
     def failed(self) -> bool:
@@ -261,16 +291,15 @@ class ManifestWriter:
 
     # --- writer thread -------------------------------------------------------------------------
 
-    def _start(self) -> Tail:
+    def _start(self, started: bool) -> Tail:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._index = ManifestIndex(self._state_path)
-        tail = recover(self._dir, self._index)
-        if tail.index_reset:
-            log.warning("state_cache_discarded", reason="it does not match the manifest")
+        tail = recover(self._dir, self._index, started=started)
         if tail.replayed:
             log.info("manifest_index_replayed", lines=tail.replayed)
         self._segments = SegmentAppender(self._dir, tail.segment, tail.size, self._max)
         self._seq, self._head = tail.seq, tail.head
+        self._position = (tail.seq, tail.head)
         return tail
 
     def _commit(self, batch: list[_Request]) -> None:
@@ -313,6 +342,7 @@ class ManifestWriter:
         self._segments.append(lines)
         crash_point("manifest_after_fsync")
         self._seq, self._head = seq, head
+        self._position = (seq, head)
         try:
             self._index.apply(objs, seq, head)
         except Exception as exc:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from archiver.errors import ManifestCorruptError
-from archiver.store.manifest import ZERO_HASH, encode_line, line_hash
+from archiver.store.manifest import ZERO_HASH, canonical, encode_line, line_hash, record_digest
+from archiver.store.schema import transaction
 from archiver.store.state import State
 from archiver.store.verify import verify_archive
 from archiver.store.writer import ManifestWriter
@@ -23,23 +25,18 @@ async def fill(open_writer: OpenWriter, n: int = 4, **kwargs: int) -> None:
     await writer.close()
 
 
-def not_chaining_line(seq: int) -> bytes:
-    return encode_line({"kind": "event", "event": "x"}, seq, "f" * 64, "2026-01-01T00:00:00Z")
-
-
 @pytest.mark.parametrize(
     "tail",
     [
         b'{"at":"2026-01-01T00:00:00Z","kind":"mess',  # crash mid-append
         b"\x00\x00\x00\x00",  # size extended, data never written
+        b'{"at":"2026-01-01T00:00:00Z","ki\x00\x00\x00',  # the end of the write zeroed
         b"garbage\n",  # a whole last line that is not JSON
-        b"[1,2]\n",
-        not_chaining_line(5) + b"\n",  # valid JSON that does not chain
-        not_chaining_line(9) + b"\n",
-        b"garbage\n" + b'{"partial',  # one bad line plus the fragment after it
+        b"\x00\x00\x00\x00\n",
+        b"\xff\xfe\n",  # not even UTF-8
     ],
 )
-async def test_torn_tail_is_cut_and_recorded(
+async def test_torn_tail_is_moved_to_recovered_and_recorded(
     root: Path, open_writer: OpenWriter, tail: bytes
 ) -> None:
     await fill(open_writer)
@@ -57,9 +54,80 @@ async def test_torn_tail_is_cut_and_recorded(
         "event": "torn_tail_repaired",
         "segment": "000001.jsonl",
         "bytes_removed": len(tail),
+        "sha256": hashlib.sha256(tail).hexdigest(),
         "seq": 5,
     }
+    # The cut bytes are kept, byte for byte, where the event says.
+    assert event["recovered"].startswith("recovered/") and event["recovered"].endswith(".tail")
+    assert [p.name for p in (root / "recovered").iterdir()] == [event["recovered"][10:]]
+    assert (root / event["recovered"]).read_bytes() == tail
     assert verify_archive(root).ok
+
+
+def not_chaining_line(seq: int) -> bytes:
+    return encode_line({"kind": "event", "event": "x"}, seq, "f" * 64, "2026-01-01T00:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("tail", "problem"),
+    [
+        # Complete lines that are JSON were written whole: no crash makes them.
+        (b"[1,2]\n", r"000001\.jsonl:5 \(seq 5\): not a JSON object"),
+        (not_chaining_line(5) + b"\n", r"000001\.jsonl:5 \(seq 5\): prev"),
+        (not_chaining_line(9) + b"\n", r"000001\.jsonl:5 \(seq 5\): seq 9 where 5"),
+        # Only the final line may be torn: a bad whole line with more after it is not.
+        (b"garbage\n" + b'{"partial', r"000001\.jsonl:5 \(seq 5\): not JSON, and more lines"),
+        (b"garbage\ngarbage\n", r"000001\.jsonl:5 \(seq 5\): not JSON, and more lines"),
+    ],
+)
+async def test_a_complete_line_is_never_cut(
+    root: Path, open_writer: OpenWriter, tail: bytes, problem: str
+) -> None:
+    await fill(open_writer)
+    with segment(root).open("ab") as f:
+        f.write(tail)
+    before = segment(root).read_bytes()
+    with pytest.raises(ManifestCorruptError, match=problem):
+        await open_writer()
+    assert segment(root).read_bytes() == before
+    assert not (root / "recovered").exists()
+
+
+async def test_edited_next_to_last_line_stops_the_start(
+    root: Path, open_writer: OpenWriter
+) -> None:
+    """Issue 15: an edit of line N-1, its digest recomputed, used to make start-up cut the
+    good line N as a "torn tail" and verify pass with the edit in place."""
+    await fill(open_writer)
+    lines = segment(root).read_bytes().splitlines()
+    edited = json.loads(lines[-2])
+    edited["record"]["message"] = "forged"
+    edited["digest"] = record_digest(edited["record"])
+    lines[-2] = canonical(edited)
+    rewrite(segment(root), lines)
+    before = segment(root).read_bytes()
+    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:4 \(seq 4\): prev") as err:
+        await open_writer()
+    assert "verify" in str(err.value) and "restore" in str(err.value)
+    assert segment(root).read_bytes() == before
+    report = verify_archive(root)
+    assert not report.ok
+    assert [(p.kind, p.segment, p.line, p.seq) for p in report.problems] == [
+        ("chain_broken", "000001.jsonl", 4, 4)
+    ]
+
+
+async def test_a_well_formed_line_with_a_wrong_prev_stops_the_start(
+    root: Path, open_writer: OpenWriter
+) -> None:
+    await fill(open_writer)
+    forged = encode_line({"kind": "event", "event": "stop"}, 5, "0" * 64, "2026-01-01T00:00:00Z")
+    with segment(root).open("ab") as f:
+        f.write(forged + b"\n")
+    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:5 \(seq 5\): prev"):
+        await open_writer()
+    assert segment(root).read_bytes().endswith(forged + b"\n")
+    assert not verify_archive(root).ok
 
 
 async def test_whole_tail_needs_no_repair(root: Path, open_writer: OpenWriter) -> None:
@@ -80,7 +148,7 @@ async def test_corruption_in_the_middle_is_never_repaired(
     lines = segment(root).read_bytes().splitlines()
     rewrite(segment(root), lines[:1] + lines[2:])  # line seq 2 deleted
     before = segment(root).read_bytes()
-    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:2: seq 3 where 2 was expected"):
+    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:2 \(seq 2\): seq 3 where 2 was expected"):
         await open_writer()
     assert segment(root).read_bytes() == before
 
@@ -90,7 +158,7 @@ async def test_edited_line_breaks_the_next_link(root: Path, open_writer: OpenWri
     lines = segment(root).read_bytes().splitlines()
     lines[1] = lines[1].replace(b"hello 1", b"HELLO 1")
     rewrite(segment(root), lines)
-    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:3: prev"):
+    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:3 \(seq 3\): prev"):
         await open_writer()
 
 
@@ -112,7 +180,7 @@ async def test_a_chained_line_of_unknown_kind_is_not_cut(
     with segment(root).open("ab") as f:
         f.write(line + b"\n")
     before = segment(root).read_bytes()
-    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:5: kind 'note'"):
+    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:5 \(seq 5\): kind 'note'"):
         await open_writer()
     assert segment(root).read_bytes() == before
 
@@ -188,18 +256,26 @@ async def test_deleted_state_is_rebuilt_from_the_manifest(root: Path, tmp_path: 
     )
     state.save_sync_tokens("s", newest_token="tok")
     ledger = state.attachment_counts()
+    head = writer.head
     await writer.close()
     state.close()
-    for suffix in ("", "-wal", "-shm"):
-        (root / f"state.sqlite3{suffix}").unlink(missing_ok=True)
+    remove_state(root)
 
     state = State.open(root)
     writer = await ManifestWriter.open(root, state)
     try:
-        assert writer.seq == 35
+        assert writer.seq == 36
+        assert read_lines(root)[-1] == {
+            **read_lines(root)[-1],
+            "event": "state_rebuilt",
+            "old_seq": None,  # nothing outside the state remembered it (no checkpoints)
+            "old_head": None,
+            "new_seq": 35,
+            "new_head": head,
+        }
         again = await writer.append_messages("s", [*records, message(1, text="changed")], "sync")
         assert (again.new, again.changed, again.unchanged) == (0, 0, 33)
-        assert writer.seq == 35
+        assert writer.seq == 36
         assert state.attachment_counts() == ledger == {"pending": 1, "done": 1, "failed": 1}
         assert [j.attachment_id for j in state.pending_attachments()] == ["b1"]
         session = state.get_session("s")
@@ -210,32 +286,66 @@ async def test_deleted_state_is_rebuilt_from_the_manifest(root: Path, tmp_path: 
         state.close()
 
 
-async def test_state_ahead_of_the_manifest_is_discarded(root: Path, tmp_path: Path) -> None:
-    """A manifest restored from an older backup: the cache must not claim what it lacks."""
+def remove_state(root: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        (root / f"state.sqlite3{suffix}").unlink(missing_ok=True)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        # The open State's own scratch files are SQLite's business, not the archive's.
+        if p.is_file() and p.name not in ("LOCK", "state.sqlite3-wal", "state.sqlite3-shm")
+    }
+
+
+async def test_whole_lines_cut_from_the_end_stop_the_start(root: Path, tmp_path: Path) -> None:
+    """Issue 15: a manifest truncated by whole lines while the state remembers more used to
+    be accepted (the cache discarded, the chain continued from the shorter end)."""
     state = State.open(root)
     writer = await ManifestWriter.open(root, state)
     await writer.append_messages("s", [message(1), message(2)], "sync")
-    backup = tmp_path / "backup"
-    shutil.copytree(root / "manifest", backup)
     await writer.append_messages("s", [message(3)], "sync")
-    state.save_sync_tokens("s", newest_token="after-msg-3")
+    old_head = writer.head
     await writer.close()
-    shutil.rmtree(root / "manifest")
-    shutil.copytree(backup, root / "manifest")
+    lines = segment(root).read_bytes().splitlines()
+    rewrite(segment(root), lines[:2])
+    before = snapshot(root)
+    with pytest.raises(ManifestCorruptError) as err:
+        await ManifestWriter.open(root, state)
+    text = str(err.value)
+    assert "manifest/000001.jsonl:2 (seq 2): the manifest ends here" in text
+    assert "state.sqlite3 has seen up to seq 3" in text and "remove ROOT/state.sqlite3" in text
+    assert snapshot(root) == before
+    state.close()
 
+    # Knowingly: the operator removes the state; the rebuild is on the record.
+    remove_state(root)
+    state = State.open(root)
     writer = await ManifestWriter.open(root, state)
     try:
-        assert writer.seq == 2
-        assert state.get_session("s").newest_token is None  # type: ignore[union-attr]
-        result = await writer.append_messages("s", [message(n) for n in (1, 2, 3)], "sync")
-        assert (result.new, result.unchanged) == (1, 2)
-        assert verify_archive(root).ok
+        event = read_lines(root)[-1]
+        assert event["event"] == "state_rebuilt"
+        assert (event["new_seq"], event["new_head"]) == (2, line_hash(lines[1]))
+        assert old_head != event["new_head"]
     finally:
         await writer.close()
         state.close()
 
 
-async def test_state_on_another_chain_is_discarded(root: Path, tmp_path: Path) -> None:
+async def test_deleted_last_segment_stops_the_start(root: Path, open_writer: OpenWriter) -> None:
+    await fill(open_writer, 6, segment_max_bytes=300)
+    segments = sorted((root / "manifest").iterdir())
+    assert len(segments) > 2
+    segments[-1].unlink()
+    before = snapshot(root)
+    with pytest.raises(ManifestCorruptError, match=r"state\.sqlite3 has seen up to seq 6"):
+        await open_writer(segment_max_bytes=300)
+    assert snapshot(root) == before
+
+
+async def test_state_on_another_chain_stops_the_start(root: Path, tmp_path: Path) -> None:
     state = State.open(root)
     writer = await ManifestWriter.open(root, state)
     await writer.append_messages("s", [message(1)], "sync")
@@ -243,10 +353,22 @@ async def test_state_on_another_chain_is_discarded(root: Path, tmp_path: Path) -
     # Same length, different content: a manifest from another root with this state.
     other = encode_line({"kind": "event", "event": "other"}, 1, ZERO_HASH, "2026-01-01T00:00:00Z")
     segment(root).write_bytes(other + b"\n")
-    writer = await ManifestWriter.open(root, state)
-    try:
-        assert writer.head == line_hash(other)
-        assert not state.has_message("s", "msg-1")
-    finally:
-        await writer.close()
-        state.close()
+    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:1 \(seq 1\): hashes to"):
+        await ManifestWriter.open(root, state)
+    assert segment(root).read_bytes() == other + b"\n"
+    state.close()
+
+
+async def test_a_crash_before_the_first_index_update_is_no_rebuild(
+    root: Path, open_writer: OpenWriter, state: State
+) -> None:
+    """An index at seq 0 that a writer opened before is merely behind: replayed, not rebuilt."""
+    writer = await open_writer()
+    await writer.append_messages("s", [message(1)], "sync")
+    await writer.close()
+    with transaction(sqlite3.connect(root / "state.sqlite3", isolation_level=None)) as conn:
+        conn.execute("UPDATE manifest_index SET seq = 0, head = ?", (ZERO_HASH,))
+        conn.execute("DELETE FROM messages")
+    writer = await open_writer()
+    assert writer.seq == 1
+    assert state.has_message("s", "msg-1")

@@ -1,0 +1,78 @@
+"""Read-only looks into state.sqlite3 for the start-up check and for `verify`.
+
+Both must not change ROOT: the start-up check runs before anything is written (a refusal
+leaves the archive exactly as it was found), and `verify` may run beside a live daemon or on a
+read-only copy. Neither trusts the state for anything but hints: the index position says how
+far the manifest was seen, the ledger which attachments are still being fetched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from archiver.store.schema import SCHEMA_VERSION
+
+# Set by the writer once it has opened an index: an index at seq 0 without it was created
+# just now (or rebuilt from nothing), so a non-empty manifest is being replayed into a new
+# cache, which is worth a `state_rebuilt` event. With it, seq 0 only means no line was
+# applied yet (a crash after the first fsync, before the index caught up).
+META_INDEX_STARTED: Final = "manifest_index_started"
+
+
+@dataclass(frozen=True)
+class IndexPosition:
+    seq: int
+    head: str
+    started: bool  # META_INDEX_STARTED was set
+
+
+def _connect(path: Path, *, locked: bool) -> sqlite3.Connection:
+    """A read-only connection. Under the archive lock with no WAL file left behind, nobody
+    writes the file and `immutable` reads it without creating -wal/-shm; otherwise `mode=ro`
+    (SQLite may create its shared-memory file, never touching the database)."""
+    wal = path.with_name(path.name + "-wal")
+    mode = "immutable=1" if locked and not wal.exists() else "mode=ro"
+    return sqlite3.connect(f"file:{path}?{mode}", uri=True, timeout=30.0)
+
+
+def read_position(path: Path, *, locked: bool = True) -> IndexPosition | None:
+    """The index position the state holds; None when there is no usable state (absent,
+    unreadable, another schema version: the writer then starts the cache afresh)."""
+    if not path.is_file():
+        return None
+    try:
+        with closing(_connect(path, locked=locked)) as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                return None
+            row = conn.execute("SELECT seq, head FROM manifest_index").fetchone()
+            started = conn.execute(
+                "SELECT 1 FROM meta WHERE key = ?", (META_INDEX_STARTED,)
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    if row is None:
+        return None
+    return IndexPosition(int(row[0]), str(row[1]), started is not None)
+
+
+def pending_attachments(path: Path) -> tuple[int, set[tuple[str, str, str]]] | None:
+    """(index seq, {(session_id, message_id, attachment_id)} still pending) from the ledger;
+    None without a usable state. Lines after the index seq are not in the ledger yet."""
+    if not path.is_file():
+        return None
+    try:
+        with closing(_connect(path, locked=False)) as conn:
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                return None
+            (seq,) = conn.execute("SELECT seq FROM manifest_index").fetchone()
+            rows = conn.execute(
+                "SELECT session_id, message_id, attachment_id FROM attachments "
+                "WHERE status = 'pending'"
+            ).fetchall()
+    except (sqlite3.Error, TypeError):
+        return None
+    return int(seq), {(str(s), str(m), str(a)) for s, m, a in rows}
