@@ -173,6 +173,19 @@ class State:
                 (session_id, reason),
             )
 
+    def mark_back(self, session_id: str) -> None:
+        """A session marked gone shows new activity in the list: sync it again from scratch
+        (first contact), keeping what is archived; the dedupe index absorbs the repeats."""
+        with transaction(self._conn) as conn:
+            conn.execute(
+                "UPDATE sessions SET gone = 0, gone_reason = NULL, newest_token = NULL, "
+                "oldest_token = NULL, backfill_done = 0 WHERE session_id = ?",
+                (session_id,),
+            )
+            conn.execute(
+                "DELETE FROM meta WHERE key IN (?, ?)", (f"walk:{session_id}", f"gap:{session_id}")
+            )
+
     def sessions(
         self,
         *,

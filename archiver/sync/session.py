@@ -1,31 +1,52 @@
-"""One session's sync: FSync, BSync back to the start of history, ISync afterwards.
+"""One session's sync: first contact (FSync), backfill (BSync back to the start of history),
+ISync afterwards, and the FSync-then-BSync gap fill after 7035/300.
 
-Rules that keep the archive complete (DESIGN.md, invariant 4):
+Rules that keep the archive complete (DESIGN.md, invariants 4 and 8):
 - A page's messages are durable in the manifest (the writer's fsync) before the token that
   follows them is saved, so a crash can only make us fetch a page again, never skip one.
 - Page order, overlap and repeats do not matter: the writer dedupes by content.
-- On 7035 / 300 during ISync: FSync, then BSync until a page reaches back into the region the
-  earlier sync windows covered: a message already archived before the recovery began whose
-  `date_time` is older than the newest message those windows returned (the session's
-  high-water mark, `hwm`). A message archived earlier from a webhook is an island ahead of
-  that region, so "already archived" alone would end the walk too early. The recovery cursor
-  is saved after each page, so a crash in the middle resumes the gap fill.
-- A short page (fewer than `count` messages) from FSync or BSync means history is exhausted:
-  Zoom documents `count` as the number of records returned.
+- Every walk backwards (backfill and gap fill alike) follows one rule, `sync/walk.py`: it ends
+  only on an empty page or, filling a gap, on a page that reaches into the region the earlier
+  sync windows covered (a message archived before the recovery began whose `date_time` is
+  older than the session's high-water mark `hwm`, the newest time those windows returned; a
+  message archived from a webhook is an island ahead of that region, so "already archived"
+  alone would end the walk too early). A short page is no proof of anything.
+- ISync is repeated while its page comes back full (the boundary message may take a slot) and
+  while the newest time the sync windows returned is older than the time the session list
+  gave; `StepResult.synced_to` is that evidence, and the supervisor marks a session synced on
+  it alone.
+- A non-empty page without `sync_token`: its messages are archived, the cursor stays, the
+  request is repeated after a pause; `NO_TOKEN_LIMIT` in a row make the step fail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Final, Protocol
 
 from archiver.errors import SessionGoneError, SyncTokenInvalid, ZoomResponseError
 from archiver.ops.logs import get_logger
+from archiver.sync.walk import (
+    NO_TOKEN_LIMIT,
+    PageFacts,
+    Phase,
+    Walk,
+    after_page,
+    is_rewalk,
+    restarted,
+)
 from archiver.zoom.models import JsonObject, SyncPage, parse_time
 
 FSYNC, ISYNC, BSYNC = "FSync", "ISync", "BSync"
+ENDPOINT: Final = "GET /phone/sms/sessions/{sessionId}/sync"
+# ISync calls in one step before the session goes back in the queue (a busy session cannot
+# hold a worker for ever); re-walk pages after a refused cursor in one turn, likewise.
+ISYNC_CALLS_PER_STEP: Final = 50
+REWALK_PAGES_PER_TURN: Final = 2000
 
 OnArchived = Callable[[str, list[JsonObject]], Awaitable[None]]
 
@@ -43,10 +64,18 @@ class StepResult:
     changed: int = 0
     backfill_done: bool = False
     gone: bool = False
+    # The newest message time the contiguous sync windows have returned (the evidence that a
+    # session is synced up to the time the list gave), after this step.
+    synced_to: datetime | None = None
+    phase: Phase | None = None  # the backfill walk's phase after this step
 
 
 async def _no_attachments(_session_id: str, _records: list[JsonObject]) -> None:
     return None
+
+
+def _default_pause(attempt: int) -> float:
+    return float(min(30.0, 0.5 * 2**attempt))
 
 
 class SessionSync:
@@ -58,158 +87,214 @@ class SessionSync:
         *,
         count: int,
         on_archived: OnArchived = _no_attachments,
+        pause: Callable[[int], float] = _default_pause,
     ) -> None:
         self._api = api
         self._writer = writer
         self._state = state
         self._count = count
         self._on_archived = on_archived
+        self._pause = pause  # seconds before repeating a request whose page had no token
 
     # --- public steps ---------------------------------------------------------------------
 
-    async def incremental(self, session_id: str) -> StepResult:
-        """Bring the newest end of a session up to date (first contact: FSync)."""
+    async def incremental(self, session_id: str, listed: datetime | None = None) -> StepResult:
+        """Bring the newest end of a session up to date (first contact: FSync).
+
+        `listed`: the session's last message time as the session list gave it. When the ISyncs
+        end without the sync windows reaching it, the step recovers once (FSync, then BSync
+        back to what is held) instead of trusting the ISync window."""
         result = StepResult()
         try:
             if self._gap(session_id) is not None:
-                await self._fill_gap(session_id, result, max_pages=None)
-                return result
+                await self._fill_gap(session_id, result)
             current = self._state.get_session(session_id)
             if current is None or current.newest_token is None:
                 await self._first_contact(session_id, result)
-                return result
-            try:
-                page = await self._api.sync(session_id, ISYNC, self._count, current.newest_token)
-            except SyncTokenInvalid as exc:
-                get_logger(session_id=session_id).info("sync_resync", code=exc.code)
-                await self._recover(session_id, result)
-                return result
-            await self._archive(session_id, page, result)
-            if page.sync_token:
-                self._state.save_sync_tokens(session_id, newest_token=page.sync_token)
-            self._raise_hwm(session_id, newest_time(page.messages))
-            return result
+            else:
+                recovered = await self._isync(session_id, current.newest_token, result)
+                if not recovered and _behind(self.synced_to(session_id), listed):
+                    get_logger(session_id=session_id).info("sync_behind_list", listed=str(listed))
+                    await self._recover(session_id, result)
         except SessionGoneError as exc:
             await self._gone(session_id, exc, result)
-            return result
+        return self._finish(session_id, result)
 
     async def backfill(
-        self, session_id: str, max_pages: int, should_stop: Callable[[], bool]
+        self,
+        session_id: str,
+        max_pages: int,
+        should_stop: Callable[[], bool],
+        *,
+        confirm: bool = False,
     ) -> StepResult:
-        """Walk back towards the start of history, at most `max_pages` pages."""
+        """One turn of the walk back towards the start of history: at most `max_pages` pages
+        that advance it (re-walk pages after a refused cursor are not counted). A walk that is
+        probably at the start moves only in a `confirm` turn: its one confirming BSync."""
         result = StepResult()
         try:
             current = self._state.get_session(session_id)
             if current is None or current.newest_token is None:
                 await self._first_contact(session_id, result)
-                current = self._state.get_session(session_id)
-            while (
-                current is not None
-                and not current.backfill_done
-                and result.pages < max_pages
-                and not should_stop()
-            ):
-                cursor = current.oldest_token
-                if cursor is None:
-                    # The BSync cursor was lost (expired): start over from the newest end.
-                    page = await self._api.sync(session_id, FSYNC, self._count)
+            walk = self.walk_of(session_id)
+            if walk.phase is Phase.PROBABLE_START and not confirm:
+                return self._finish(session_id, result)
+            budget, rewalk = max_pages, 0
+            while not walk.ended and budget > 0 and not should_stop():
+                sync_type = BSYNC if walk.cursor else FSYNC
+                try:
+                    page = await self._api.sync(session_id, sync_type, self._count, walk.cursor)
+                except SyncTokenInvalid as exc:
+                    if walk.cursor is None:
+                        raise  # an FSync refused "resync with FSync": Zoom contradicts itself
+                    get_logger(session_id=session_id).info("walk_cursor_refused", code=exc.code)
+                    walk = restarted(walk)
+                    self._save_walk(session_id, walk)
+                    continue
+                new_before = result.new + result.changed
+                facts = await self._archive(session_id, page, result)
+                previous = walk
+                walk = after_page(walk, facts, self._count)
+                self._save_walk(session_id, walk)
+                if walk.phase is Phase.NO_TOKEN:
+                    self._no_token_failure(session_id, walk)
+                if is_rewalk(previous, facts, result.new + result.changed - new_before):
+                    rewalk += 1
+                    if rewalk >= REWALK_PAGES_PER_TURN:
+                        break
                 else:
-                    try:
-                        page = await self._api.sync(session_id, BSYNC, self._count, cursor)
-                    except SyncTokenInvalid:
-                        self._state.save_sync_tokens(session_id, oldest_token=None)
-                        current = self._state.get_session(session_id)
-                        continue
-                await self._archive(session_id, page, result)
-                done = len(page.messages) < self._count
-                if not done and not page.sync_token:
-                    raise ZoomResponseError(
-                        "BSync page without sync_token; cannot continue backwards",
-                        endpoint="GET /phone/sms/sessions/{sessionId}/sync",
-                        session_id=session_id,
-                    )
-                self._state.save_sync_tokens(
-                    session_id,
-                    oldest_token=page.sync_token or cursor,
-                    backfill_done=done,
-                )
-                result.backfill_done = done
-                current = self._state.get_session(session_id)
-            return result
+                    budget -= 1
+                if walk.phase is Phase.PROBABLE_START:
+                    break  # the confirming call waits behind all other work
+                if walk.no_token:
+                    await asyncio.sleep(self._pause(walk.no_token))
         except SessionGoneError as exc:
             await self._gone(session_id, exc, result)
-            return result
+        return self._finish(session_id, result)
+
+    def walk_of(self, session_id: str) -> Walk:
+        """The backfill walk's saved position (confirmed, when the start is proven)."""
+        saved = Walk.from_json(self._state.get_meta(f"walk:{session_id}"))
+        if saved is not None:
+            return saved
+        current = self._state.get_session(session_id)
+        if current is None:
+            return Walk()
+        if current.backfill_done:
+            # Marked done by a version that trusted short pages: confirm it once.
+            return Walk(current.oldest_token, Phase.PROBABLE_START)
+        return Walk(current.oldest_token)
+
+    def synced_to(self, session_id: str) -> datetime | None:
+        """The newest message time the contiguous sync windows returned for the session."""
+        return parse_time(self._state.get_meta(f"hwm:{session_id}"))
 
     # --- internals ------------------------------------------------------------------------
 
+    def _finish(self, session_id: str, result: StepResult) -> StepResult:
+        if not result.gone:
+            walk = self.walk_of(session_id)
+            result.phase = walk.phase
+            result.backfill_done = walk.phase is Phase.CONFIRMED
+            result.synced_to = self.synced_to(session_id)
+        return result
+
     async def _first_contact(self, session_id: str, result: StepResult) -> None:
-        page = await self._api.sync(session_id, FSYNC, self._count)
-        await self._archive(session_id, page, result)
-        done = len(page.messages) < self._count
-        if not page.sync_token and not done:
-            raise ZoomResponseError(
-                "FSync page without sync_token",
-                endpoint="GET /phone/sms/sessions/{sessionId}/sync",
-                session_id=session_id,
-            )
-        self._state.save_sync_tokens(
-            session_id,
-            newest_token=page.sync_token,
-            oldest_token=page.sync_token,
-            backfill_done=done,
-        )
-        self._raise_hwm(session_id, newest_time(page.messages))
-        result.backfill_done = done
+        """FSync: the newest page, and the start of the backfill walk."""
+        for attempt in range(1, NO_TOKEN_LIMIT + 1):
+            page = await self._api.sync(session_id, FSYNC, self._count)
+            facts = await self._archive(session_id, page, result)
+            if page.sync_token or not page.messages:
+                walk = after_page(Walk(), facts, self._count)
+                self._state.save_sync_tokens(
+                    session_id,
+                    newest_token=page.sync_token,
+                    oldest_token=page.sync_token,
+                    backfill_done=walk.phase is Phase.CONFIRMED,
+                )
+                self._save_walk(session_id, walk)
+                self._raise_hwm(session_id, newest_time(page.messages))
+                return
+            await asyncio.sleep(self._pause(attempt))
+        self._no_token_failure(session_id, Walk(no_token=NO_TOKEN_LIMIT))
+
+    async def _isync(self, session_id: str, token: str, result: StepResult) -> bool:
+        """ISync while the page comes back full; 7035/300 starts the gap fill (returns True)."""
+        no_token = 0
+        for _ in range(ISYNC_CALLS_PER_STEP):
+            try:
+                page = await self._api.sync(session_id, ISYNC, self._count, token)
+            except SyncTokenInvalid as exc:
+                get_logger(session_id=session_id).info("sync_resync", code=exc.code)
+                await self._recover(session_id, result)
+                return True
+            await self._archive(session_id, page, result)
+            if page.sync_token:
+                token = page.sync_token
+                self._state.save_sync_tokens(session_id, newest_token=token)
+                self._raise_hwm(session_id, newest_time(page.messages))
+                no_token = 0
+            elif page.messages:
+                # Archived, but without a token we cannot say where the window now ends:
+                # the same ISync again (the writer absorbs the repeats).
+                no_token += 1
+                if no_token >= NO_TOKEN_LIMIT:
+                    self._no_token_failure(session_id, Walk(no_token=no_token))
+                await asyncio.sleep(self._pause(no_token))
+                continue
+            if len(page.messages) < self._count:
+                return False
+        return False
 
     async def _recover(self, session_id: str, result: StepResult) -> None:
+        """After 7035/300: FSync, then (gap fill) BSync until the covered region is met."""
         start_seq = self._writer.seq
         hwm = self._state.get_meta(f"hwm:{session_id}") or None
-        page = await self._api.sync(session_id, FSYNC, self._count)
-        met = await self._archive(session_id, page, result, boundary=(start_seq, hwm))
-        top = newest_time(page.messages)
-        if met or len(page.messages) < self._count:
-            self._state.save_sync_tokens(session_id, newest_token=page.sync_token)
-            self._raise_hwm(session_id, top)
-            return
-        if not page.sync_token:
-            raise ZoomResponseError(
-                "FSync page without sync_token",
-                endpoint="GET /phone/sms/sessions/{sessionId}/sync",
-                session_id=session_id,
-            )
         self._set_gap(
             session_id,
-            {
-                "cursor": page.sync_token,
-                "newest": page.sync_token,
-                "seq": start_seq,
-                "hwm": hwm,
-                "top": top,
-            },
+            {"cursor": None, "newest": None, "seq": start_seq, "hwm": hwm, "top": None},
         )
-        await self._fill_gap(session_id, result, max_pages=None)
+        await self._fill_gap(session_id, result)
 
-    async def _fill_gap(self, session_id: str, result: StepResult, max_pages: int | None) -> None:
+    async def _fill_gap(self, session_id: str, result: StepResult) -> None:
         gap = self._gap(session_id)
-        while gap is not None and (max_pages is None or result.pages < max_pages):
+        while gap is not None:
+            walk = Walk(gap.get("cursor"), Phase.WALKING, int(gap.get("no_token", 0)))
+            sync_type = BSYNC if walk.cursor else FSYNC
             try:
-                page = await self._api.sync(session_id, BSYNC, self._count, gap["cursor"])
+                page = await self._api.sync(session_id, sync_type, self._count, walk.cursor)
             except SyncTokenInvalid:
+                if walk.cursor is None:
+                    raise
                 # The gap cursor itself expired: start the recovery again from the top.
-                self._set_gap(session_id, None)
-                await self._recover(session_id, result)
-                return
-            met = await self._archive(
-                session_id, page, result, boundary=(int(gap["seq"]), gap.get("hwm"))
-            )
-            exhausted = len(page.messages) < self._count
-            if met or exhausted or not page.sync_token:
-                self._state.save_sync_tokens(session_id, newest_token=gap["newest"])
+                self._set_gap(session_id, {**gap, "cursor": None, "newest": None, "no_token": 0})
+                gap = self._gap(session_id)
+                continue
+            boundary = (int(gap["seq"]), gap.get("hwm"))
+            facts = await self._archive(session_id, page, result, boundary=boundary)
+            if walk.cursor is None:
+                # The FSync page: its token is the session's new newest end once the gap closes.
+                if not page.sync_token and page.messages:
+                    gap = {**gap, "no_token": walk.no_token + 1}
+                    self._set_gap(session_id, gap)
+                    if gap["no_token"] >= NO_TOKEN_LIMIT:
+                        self._no_token_failure(session_id, Walk(no_token=gap["no_token"]))
+                    await asyncio.sleep(self._pause(gap["no_token"]))
+                    continue
+                gap = {**gap, "newest": page.sync_token, "top": newest_time(page.messages)}
+            walk = after_page(walk, facts, self._count)
+            if walk.ended:
+                if gap.get("newest"):
+                    self._state.save_sync_tokens(session_id, newest_token=gap["newest"])
                 self._raise_hwm(session_id, gap.get("top"))
                 self._set_gap(session_id, None)
                 return
-            gap = {**gap, "cursor": page.sync_token}
+            gap = {**gap, "cursor": walk.cursor, "no_token": walk.no_token}
             self._set_gap(session_id, gap)
+            if walk.phase is Phase.NO_TOKEN:
+                self._no_token_failure(session_id, walk)
+            if walk.no_token:
+                await asyncio.sleep(self._pause(walk.no_token))
 
     async def _archive(
         self,
@@ -217,23 +302,22 @@ class SessionSync:
         page: SyncPage,
         result: StepResult,
         boundary: tuple[int, str | None] | None = None,
-    ) -> bool:
-        """Make a page durable. With `boundary` (seq, hwm), also say whether the page reached
-        the region earlier sync windows covered: a message archived at or before `seq`
-        whose time is older than `hwm` (never, when `hwm` is unknown: walk to the start)."""
+    ) -> PageFacts:
+        """Make a page durable and describe it for the walk. With `boundary` (seq, hwm), `met`
+        says whether the page reached the region earlier sync windows covered: a message
+        archived at or before `seq` whose time is older than `hwm` (never, when `hwm` is
+        unknown: then only the start of history ends the walk)."""
         result.pages += 1
+        times = {
+            str(m.get("message_id")): t
+            for m in page.messages
+            if (t := parse_time(m.get("date_time"))) is not None
+        }
         met = False
-        if boundary is not None and boundary[1] is not None and page.messages:
-            start_seq, hwm = boundary[0], parse_time(boundary[1])
-            older = {
-                m["message_id"]
-                for m in page.messages
-                if (t := parse_time(m.get("date_time"))) is not None
-                and hwm is not None
-                and t < hwm.replace(microsecond=0)
-            }
-            seqs = self._state.message_seqs(session_id, list(older)) if older else {}
-            met = any(seq <= start_seq for seq in seqs.values())
+        if boundary is not None and (hwm := parse_time(boundary[1])) is not None:
+            older = [mid for mid, t in times.items() if t < hwm.replace(microsecond=0)]
+            seqs = self._state.message_seqs(session_id, older) if older else {}
+            met = any(seq <= boundary[0] for seq in seqs.values())
         if page.messages:
             try:
                 outcome = await self._writer.append_messages(session_id, page.messages, "sync")
@@ -242,21 +326,40 @@ class SessionSync:
                 # a Zoom error for this session, reported and retried, never a crash of the
                 # daemon, and the token stays put so no message is skipped.
                 raise ZoomResponseError(
-                    f"page refused by the archive: {exc}",
-                    endpoint="GET /phone/sms/sessions/{sessionId}/sync",
-                    session_id=session_id,
+                    f"page refused by the archive: {exc}", endpoint=ENDPOINT, session_id=session_id
                 ) from exc
             result.new += outcome.new
             result.changed += outcome.changed
             if outcome.new or outcome.changed:
                 await self._on_archived(session_id, page.messages)
-        return met
+        return PageFacts(
+            size=len(page.messages),
+            token=page.sync_token or None,
+            oldest=min(times.values()) if times else None,
+            met=met,
+        )
+
+    def _no_token_failure(self, session_id: str, walk: Walk) -> None:
+        raise ZoomResponseError(
+            f"{walk.no_token} non-empty sync pages in a row without sync_token; "
+            "the walk keeps its cursor and is tried again later",
+            endpoint=ENDPOINT,
+            session_id=session_id,
+        )
 
     async def _gone(self, session_id: str, exc: SessionGoneError, result: StepResult) -> None:
         get_logger(session_id=session_id).warning("session_gone", error=str(exc))
         self._state.mark_gone(session_id, str(exc))
         await self._writer.append_event("session_gone", session_id=session_id, status=exc.status)
         result.gone = True
+
+    def _save_walk(self, session_id: str, walk: Walk) -> None:
+        self._state.save_sync_tokens(
+            session_id,
+            oldest_token=walk.cursor,
+            backfill_done=walk.phase is Phase.CONFIRMED,
+        )
+        self._state.set_meta(f"walk:{session_id}", walk.to_json())
 
     def _raise_hwm(self, session_id: str, moment: str | None) -> None:
         """The newest message time the contiguous sync windows have returned so far."""
@@ -273,6 +376,14 @@ class SessionSync:
 
     def _set_gap(self, session_id: str, gap: dict[str, Any] | None) -> None:
         self._state.set_meta(f"gap:{session_id}", json.dumps(gap) if gap else "")
+
+
+def _behind(synced_to: datetime | None, listed: datetime | None) -> bool:
+    """Whether the sync windows have not yet reached the listed time (to the second: both
+    Zoom's list and its message times have second resolution)."""
+    if listed is None:
+        return False
+    return synced_to is None or synced_to.replace(microsecond=0) < listed.replace(microsecond=0)
 
 
 def newest_time(messages: list[JsonObject]) -> str | None:

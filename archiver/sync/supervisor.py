@@ -22,13 +22,21 @@ from archiver.config import Config
 from archiver.errors import StorageError, ZoomAuthError, ZoomError
 from archiver.ops.logs import get_logger
 from archiver.sync.session import SessionSync, StepResult
+from archiver.sync.walk import Phase
 from archiver.sync.windows import day_start, month_windows
 from archiver.zoom.client import ZoomClient
+from archiver.zoom.models import parse_time
 from archiver.zoom.ratelimit import BudgetExhausted
 
-INCREMENTAL, BACKFILL = 0, 1
+# Queue priorities: new messages first, then walks backwards, then the confirming BSync of a
+# walk whose last page was short (the lowest: it never delays anything else).
+INCREMENTAL, BACKFILL, CONFIRM = 0, 1, 2
 BACKFILL_PAGES_PER_TURN = 8
-FAILURE_LIMIT_ONCE = 3  # attempts per session in --once before the run is declared failed
+# Failed attempts in a row per session in --once before the pass is declared incomplete.
+FAILURE_LIMIT_ONCE = 6
+# --once parks a session whose budget label is paused for at most this long; a longer pause
+# (the daily cap) ends the pass incomplete, saying so, instead of waiting for hours.
+PARK_LIMIT_ONCE = 120.0
 # Zoom's clock may run ahead of ours: every list window reaches this far past our "now", so
 # a message Zoom stamped a little "in the future" is listed by the pass that starts after it
 # exists. The watermark stays at our own start time; the lookback covers the other side.
@@ -82,8 +90,15 @@ class Supervisor:
         self._busy: set[str] = set()
         self._again: dict[str, int] = {}
         self._counter = itertools.count()
+        # Walks backwards go depth-first: a session keeps the place in the backfill queue it
+        # got first, so the few walks under way are finished before others start and their
+        # turns lie close together (a BSync cursor lives for an undocumented while).
+        self._tickets: dict[str, int] = {}
+        # Sessions not known to be complete (listed time reached, walk ended on evidence),
+        # kept up to date per step for metrics; `incomplete()` re-reads the state.
+        self.incomplete_sessions: set[str] = set()
         self._attempts: dict[str, int] = {}
-        self._retrying: set[str] = set()
+        self._retrying: dict[str, int] = {}  # session -> retries scheduled (call_later)
         self.failed_sessions: dict[str, str] = {}
         self.progress = Progress()
         self._stop = asyncio.Event()
@@ -99,7 +114,10 @@ class Supervisor:
         if self._queued.get(session_id, 99) <= priority:
             return
         self._queued[session_id] = priority
-        self._queue.put_nowait((priority, next(self._counter), session_id))
+        order = next(self._counter)
+        if priority == BACKFILL:
+            order = self._tickets.setdefault(session_id, order)
+        self._queue.put_nowait((priority, order, session_id))
 
     @property
     def pending(self) -> int:
@@ -107,8 +125,36 @@ class Supervisor:
 
     def incomplete(self) -> dict[str, str]:
         """What keeps this pass from being complete: session id (or `<discovery>`) -> why.
-        Empty when every listed session is synced and every walk ended on evidence."""
-        return dict(self.failed_sessions)
+        Empty only when every known session that is not gone upstream is synced to the time
+        the list gave and its walk back ended on evidence (DESIGN.md, invariant 8)."""
+        reasons = dict(self.failed_sessions)
+        for session in self._state.sessions():
+            if session.session_id not in reasons:
+                why = self._why_incomplete(session)
+                if why:
+                    reasons[session.session_id] = why
+        return reasons
+
+    def _why_incomplete(self, session: Any) -> str | None:
+        sid = session.session_id
+        if (
+            session.synced_message_time is None
+            or (session.last_message_time or "") > session.synced_message_time
+        ):
+            reached = self._sync.synced_to(sid)
+            return (
+                f"not synced to the listed time {session.last_message_time} "
+                f"(sync reached {reached.isoformat() if reached else 'nothing yet'})"
+            )
+        if self._state.get_meta(f"gap:{sid}"):
+            return "gap fill after 7035/300 unfinished"
+        phase = self._sync.walk_of(sid).phase
+        if phase is not Phase.CONFIRMED:
+            return {
+                Phase.PROBABLE_START: "backfill probably at the start; confirming BSync not done",
+                Phase.NO_TOKEN: "backfill stuck on pages without sync_token",
+            }.get(phase, "backfill walking")
+        return None
 
     def pending_backfill(self) -> int:
         return sum(1 for _ in self._state.sessions(backfill_done=False))
@@ -151,33 +197,46 @@ class Supervisor:
         for session in self._state.sessions(needs_sync=True):
             self.enqueue(session.session_id, INCREMENTAL)
         for session in self._state.sessions():
-            if session.gone:
-                continue
-            if self._state.get_meta(f"gap:{session.session_id}"):
-                self.enqueue(session.session_id, INCREMENTAL)
-            elif not session.backfill_done:
-                self.enqueue(session.session_id, BACKFILL)
+            sid = session.session_id
+            if self._state.get_meta(f"gap:{sid}"):
+                self.enqueue(sid, INCREMENTAL)
+            else:
+                self._enqueue_walk(sid, self._sync.walk_of(sid).phase)
+            if self._why_incomplete(session):
+                self.incomplete_sessions.add(sid)
         for session_id in self._config.sync.pinned_sessions:
             self.enqueue(session_id, INCREMENTAL)
+
+    def _enqueue_walk(self, session_id: str, phase: Phase | None) -> None:
+        if phase is Phase.PROBABLE_START:
+            self.enqueue(session_id, CONFIRM)
+        elif phase in (Phase.WALKING, Phase.NO_TOKEN):
+            self.enqueue(session_id, BACKFILL)
 
     # --- discovery ------------------------------------------------------------------------
 
     async def _discovery_loop(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 await self._discover_once()
                 self.progress.last_poll_at = time.time()
                 self.progress.discovery_complete = True
+                self.failed_sessions.pop("<discovery>", None)
+                failures = 0
             except ZoomAuthError:
                 raise
             except ZoomError as exc:
-                self._log.error("discovery_failed", error=str(exc))
-                if self._once:
-                    self._attempts["<discovery>"] = self._attempts.get("<discovery>", 0) + 1
-                    if self._attempts["<discovery>"] >= FAILURE_LIMIT_ONCE:
-                        self.failed_sessions["<discovery>"] = str(exc)
-                        return
-                    continue
+                failures += 1
+                kind = type(exc).__name__
+                self.progress.failures[kind] = self.progress.failures.get(kind, 0) + 1
+                self._log.error("discovery_failed", error=str(exc), attempt=failures)
+                if self._once and failures >= FAILURE_LIMIT_ONCE:
+                    self.failed_sessions["<discovery>"] = str(exc)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=self._backoff(failures))
+                continue
             if self._once:
                 return
             with contextlib.suppress(TimeoutError):
@@ -220,11 +279,15 @@ class Supervisor:
             )
             for info in page.sessions:
                 known = self._state.get_session(info.session_id)
+                listed = info.last_access_time.isoformat() if info.last_access_time else None
                 if known is not None and known.gone:
-                    continue
+                    # Gone (12004) until the list shows activity newer than what we knew.
+                    if listed is None or (known.last_message_time or "") >= listed:
+                        continue
+                    self._log.warning("session_back", session_id=info.session_id, listed=listed)
+                    self._state.mark_back(info.session_id)
                 if known is None:
                     self.progress.sessions_discovered += 1
-                listed = info.last_access_time.isoformat() if info.last_access_time else None
                 # Persist what the list says before the watermark moves on; the session stays
                 # "needs sync" in the state until an incremental step completes (mark_synced).
                 self._state.upsert_session(
@@ -263,27 +326,26 @@ class Supervisor:
         began = self._now()
         try:
             if priority == INCREMENTAL:
-                result = await self._sync.incremental(session_id)
-                if _second_is_over(listed_at_start, began):
-                    self._state.mark_synced(session_id, listed_at_start)
+                result = await self._sync.incremental(session_id, parse_time(listed_at_start))
             else:
                 result = await self._sync.backfill(
-                    session_id, BACKFILL_PAGES_PER_TURN, self._stop.is_set
+                    session_id,
+                    BACKFILL_PAGES_PER_TURN,
+                    self._stop.is_set,
+                    confirm=priority == CONFIRM,
                 )
-        except StorageError as exc:
-            # The archive cannot take writes: stop everything rather than lose data.
-            self._fatal = exc
-            self._stop.set()
-            return
-        except ZoomAuthError as exc:
+        except (StorageError, ZoomAuthError) as exc:
+            # The archive cannot take writes, or the account's credentials are refused:
+            # stop everything rather than lose data or hammer the token endpoint.
             self._fatal = exc
             self._stop.set()
             return
         except BudgetExhausted as exc:
             # Not the session's fault: park it until the label's budget is back.
             log.warning("session_parked", label=exc.label, resume_in=round(exc.wait))
-            if self._once:
+            if self._once and exc.wait > PARK_LIMIT_ONCE:
                 self.failed_sessions[session_id] = str(exc)
+                self.incomplete_sessions.add(session_id)
                 return
             self._retry_later(session_id, priority, exc.wait)
             return
@@ -292,25 +354,71 @@ class Supervisor:
             log.error("session_failed", error=str(exc), error_type=type(exc).__name__)
             return
         self._account(result)
-        self._attempts.pop(session_id, None)
         if result.gone:
+            self._succeeded(session_id)
+            self.incomplete_sessions.discard(session_id)
             return
+        if priority != INCREMENTAL or self._settle_incremental(
+            session_id, listed_at_start, began, result
+        ):
+            self._succeeded(session_id)
+        self._enqueue_walk(session_id, result.phase)
         session = self._state.get_session(session_id)
-        if session is not None and not session.backfill_done:
-            self.enqueue(session_id, BACKFILL)
-        elif priority == BACKFILL or result.backfill_done:
-            self.progress.sessions_done += 1
+        if session is not None and self._why_incomplete(session) is None:
+            if session_id in self.incomplete_sessions:
+                self.progress.sessions_done += 1
+            self.incomplete_sessions.discard(session_id)
+        else:
+            self.incomplete_sessions.add(session_id)
+
+    def _settle_incremental(
+        self, session_id: str, listed: str | None, began: datetime, result: StepResult
+    ) -> bool:
+        """Mark the session synced to the listed time, on evidence only: the sync windows
+        reached that time, and the sync began after that second was over. False: the step
+        failed to reach it (counted as the session's failure)."""
+        listed_time = parse_time(listed)
+        reached = result.synced_to
+        if listed_time is not None and (
+            reached is None or reached.replace(microsecond=0) < listed_time.replace(microsecond=0)
+        ):
+            self._record_failure(
+                session_id,
+                INCREMENTAL,
+                ZoomError(
+                    f"the list shows a message at {listed} but the sync windows reached only "
+                    f"{reached.isoformat() if reached else 'nothing'}",
+                    session_id=session_id,
+                ),
+            )
+            return False
+        if not _second_is_over(listed, began):
+            # Another message of the same second may still come: look again once it is over.
+            wait = (listed_time or began) + timedelta(seconds=1) + SAME_SECOND_MARGIN - began
+            self._retry_later(session_id, INCREMENTAL, max(0.1, wait.total_seconds()))
+            return True
+        self._state.mark_synced(session_id, listed)
+        return True
 
     def _account(self, result: StepResult) -> None:
         self.progress.pages += result.pages
         self.progress.messages_new += result.new
         self.progress.messages_changed += result.changed
 
+    def _succeeded(self, session_id: str) -> None:
+        self._attempts.pop(session_id, None)
+        self.failed_sessions.pop(session_id, None)
+        if self._state.get_meta(f"failed:{session_id}"):
+            self._state.set_meta(f"failed:{session_id}", "")
+
     def _record_failure(self, session_id: str, priority: int, exc: ZoomError) -> None:
         kind = type(exc).__name__
         self.progress.failures[kind] = self.progress.failures.get(kind, 0) + 1
         attempts = self._attempts.get(session_id, 0) + 1
         self._attempts[session_id] = attempts
+        self.incomplete_sessions.add(session_id)
+        # Persisted for `status` (another process): the last reason, cleared on success.
+        self._state.set_meta(f"failed:{session_id}", str(exc)[:500])
         if self._once and attempts >= FAILURE_LIMIT_ONCE:
             self.failed_sessions[session_id] = str(exc)
             return
@@ -318,10 +426,12 @@ class Supervisor:
         self._retry_later(session_id, priority, self._backoff(attempts))
 
     def _retry_later(self, session_id: str, priority: int, delay: float) -> None:
-        self._retrying.add(session_id)
+        self._retrying[session_id] = self._retrying.get(session_id, 0) + 1
 
         def retry() -> None:
-            self._retrying.discard(session_id)
+            left = self._retrying.pop(session_id, 1) - 1
+            if left:
+                self._retrying[session_id] = left
             self.enqueue(session_id, priority)
 
         asyncio.get_running_loop().call_later(delay, retry)

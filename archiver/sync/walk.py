@@ -1,0 +1,130 @@
+"""One rule for every walk backwards through a session: first contact, backfill and gap fill.
+
+A walk starts at the newest end (FSync) or from a saved cursor (a BSync token) and asks for
+older pages until it has *evidence* that nothing older is missing (DESIGN.md, invariant 8):
+
+- an empty page: the start of history (for a gap fill too: nothing older exists);
+- when filling a gap after 7035/300: a page that reaches into what earlier sync windows
+  covered (`met`).
+
+Nothing else ends a walk. Zoom documents `count` only as "the number of records returned
+within a single API call", so a short page proves nothing: it makes the walk *probably* at the
+start, and one more BSync from its token (queued behind all other work) settles it: empty, the
+start is confirmed; otherwise the walk goes on. A non-empty page without a `sync_token` leaves
+the cursor where it was and the same request is repeated (its messages are archived all the
+same); after `NO_TOKEN_LIMIT` such pages in a row the session is reported failed, never done.
+
+`frontier` is the oldest message time the walk has archived. When a cursor is refused (Zoom's
+token lifetime is undocumented) the walk restarts from FSync, and the pages above the frontier
+are a re-walk of what is held: `is_rewalk` lets the caller leave them out of a turn's page
+budget, so a walk whose turns lie further apart than the token lifetime still advances.
+
+Pure: no I/O, table-tested in tests/sync/test_walk.py.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from archiver.zoom.models import parse_time
+
+NO_TOKEN_LIMIT: Final = 5
+
+
+class Phase(StrEnum):
+    WALKING = "walking"  # more pages to fetch from `cursor` (None: from the newest end)
+    PROBABLE_START = "probable_start"  # the last page was short: one confirming BSync is due
+    CONFIRMED = "confirmed"  # an empty page: nothing older exists
+    MET = "met"  # gap fill: a page reached what earlier windows covered
+    # NO_TOKEN_LIMIT non-empty pages in a row came without a token
+    NO_TOKEN = "no_token"  # noqa: S105 - a phase name, not a credential
+
+
+ENDED: Final = frozenset({Phase.CONFIRMED, Phase.MET})
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    cursor: str | None = None
+    phase: Phase = Phase.WALKING
+    no_token: int = 0
+    frontier: str | None = None  # ISO time of the oldest message this walk archived
+
+    @property
+    def ended(self) -> bool:
+        return self.phase in ENDED
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: str | None) -> Walk | None:
+        if not raw:
+            return None
+        try:
+            data = json.loads(raw)
+            return cls(
+                cursor=data.get("cursor"),
+                phase=Phase(data.get("phase", Phase.WALKING)),
+                no_token=int(data.get("no_token", 0)),
+                frontier=data.get("frontier"),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return None  # a cache entry we cannot read: walk again from the newest end
+
+
+@dataclass(frozen=True, slots=True)
+class PageFacts:
+    """What the walk needs to know of a page it just made durable."""
+
+    size: int  # messages on the page, repeats included
+    token: str | None
+    oldest: datetime | None  # oldest date_time on the page
+    met: bool = False  # gap fill: the page reached the covered region
+
+
+def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
+    """The walk after `page` (already archived) came back for a request from `walk.cursor`."""
+    frontier = _older(walk.frontier, page.oldest)
+    if page.size == 0:
+        # The only evidence of the start of history, whether or not the page has a token.
+        return replace(walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier)
+    if page.met:
+        return Walk(page.token or walk.cursor, Phase.MET, 0, frontier)
+    if not page.token:
+        # Keep the cursor: the same request is made again (its messages are safe already).
+        streak = walk.no_token + 1
+        phase = Phase.NO_TOKEN if streak >= NO_TOKEN_LIMIT else walk.phase
+        return Walk(walk.cursor, phase, streak, frontier)
+    phase = Phase.PROBABLE_START if page.size < count else Phase.WALKING
+    return Walk(page.token, phase, 0, frontier)
+
+
+def restarted(walk: Walk) -> Walk:
+    """The walk after its cursor was refused: from the newest end again, frontier kept."""
+    return Walk(None, Phase.WALKING, 0, walk.frontier)
+
+
+def is_rewalk(walk: Walk, page: PageFacts, new_messages: int) -> bool:
+    """A page that only re-covers what this walk already archived above its frontier (after a
+    restart): it moves the cursor back but adds nothing, so it costs no turn budget."""
+    frontier = parse_time(walk.frontier)
+    return (
+        new_messages == 0
+        and frontier is not None
+        and page.oldest is not None
+        and page.oldest >= frontier
+    )
+
+
+def _older(frontier: str | None, oldest: datetime | None) -> str | None:
+    current = parse_time(frontier)
+    if oldest is None:
+        return frontier
+    if current is None or oldest < current:
+        return oldest.isoformat()
+    return frontier

@@ -1,0 +1,161 @@
+"""SessionSync and the supervisor against one scripted session: each case is a behaviour
+Zoom's documentation allows, and each of defects 1-5 of the completeness issue has a case here
+that lost messages (or concluded without evidence) on the code before the fix."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from archiver.errors import ZoomSessionError, ZoomTransientError
+from archiver.sync.walk import Phase
+from archiver.zoom.models import parse_time
+from tests.sync.conftest import SESSION, Bed
+
+
+async def test_full_isync_page_with_the_boundary_message_is_followed_by_another(bed: Bed) -> None:
+    """Defect 1: the boundary message took a slot of a full ISync page; the newest message
+    was left for a next call that never came, and the pass said the session was synced."""
+    bed.zoom.add(5)
+    await bed.run_pass()
+    bed.zoom.add(5)
+    bed.zoom.isync_boundary = True
+    supervisor = await bed.run_pass()
+    assert bed.archived_ids() == bed.truth_ids()
+    assert not supervisor.failed_sessions
+
+
+async def test_a_short_backfill_page_is_not_the_start_of_history(bed: Bed) -> None:
+    """Defect 2: one short BSync page ended the backfill for good."""
+    bed.zoom.add(23)
+    bed.zoom.short = lambda n, kind: 2 if (kind, n) == ("BSync", 1) else None
+    await bed.run_pass()
+    assert bed.archived_ids() == bed.truth_ids()
+    # the walk ended on evidence: its last call was an empty BSync
+    kinds = [kind for kind, _ in bed.zoom.calls]
+    assert kinds[-1] == "BSync"
+    assert bed.session_sync().walk_of(SESSION).phase is Phase.CONFIRMED
+
+
+async def test_a_short_first_page_earns_one_confirming_call(bed: Bed) -> None:
+    bed.zoom.add(3)
+    supervisor = await bed.run_pass()
+    assert [kind for kind, _ in bed.zoom.calls] == ["FSync", "BSync"]
+    assert bed.state.get_session(SESSION).backfill_done  # type: ignore[union-attr]
+    assert supervisor.incomplete() == {}
+
+
+async def test_the_gap_walk_does_not_end_on_a_page_without_token(bed: Bed) -> None:
+    """Defect 3: after 7035, a BSync page without sync_token cleared the gap; the messages
+    below it and above the old window were never fetched."""
+    bed.zoom.add(5)
+    await bed.run_pass()
+    bed.zoom.add(17)  # more than `count`: ISync answers 7035
+    start = len(bed.zoom.calls)
+    bed.zoom.no_token = {start + 2}  # ISync (7035), FSync, then this BSync
+    await bed.run_pass(fast=True)
+    assert bed.archived_ids() == bed.truth_ids()
+    assert bed.zoom.calls[start + 3] == bed.zoom.calls[start + 2]  # the same request again
+
+
+async def test_backfill_finishes_when_cursors_expire_between_turns(bed: Bed) -> None:
+    """Defect 4: a refused BSync cursor restarted the walk from FSync, and a session deeper
+    than one turn re-walked its newest pages for ever."""
+    bed.zoom.add(200)
+    bed.zoom.token_life = 20  # requests; between two turns, more than that pass
+    sync = bed.session_sync()
+    await sync.incremental(SESSION)
+    for _ in range(40):
+        result = await sync.backfill(SESSION, 8, lambda: False)
+        if result.backfill_done:
+            break
+        bed.zoom.calls.extend([("other", None)] * 30)  # other sessions' requests
+    assert result.backfill_done
+    assert bed.archived_ids() == bed.truth_ids()
+
+
+async def test_a_gone_session_comes_back_when_the_list_shows_activity(bed: Bed) -> None:
+    """Defect 5 (discovery's part): a session marked gone was skipped for ever."""
+    bed.zoom.add(3)
+    await bed.run_pass()
+    bed.state.mark_gone(SESSION, "404")
+    bed.zoom.add(2)
+    await bed.run_pass()
+    assert bed.archived_ids() == bed.truth_ids()
+    assert not bed.state.get_session(SESSION).gone  # type: ignore[union-attr]
+
+
+async def test_a_gone_session_stays_gone_while_the_list_shows_nothing_new(bed: Bed) -> None:
+    bed.zoom.add(3)
+    await bed.run_pass()
+    bed.state.mark_gone(SESSION, "404")
+    calls = len(bed.zoom.calls)
+    await bed.run_pass()
+    assert len(bed.zoom.calls) == calls
+    assert bed.state.get_session(SESSION).gone  # type: ignore[union-attr]
+
+
+async def test_isync_sends_the_token_of_the_page_before(bed: Bed) -> None:
+    """Mutation-test survivor: the ISync token never saved after a page (nothing lost, so
+    end-to-end tests passed, while every poll repeated work)."""
+    bed.zoom.add(5)
+    await bed.run_pass()
+    for _ in range(3):
+        bed.zoom.add(2)
+        await bed.run_pass()
+    issued = {number: token for token, (_lo, _hi, number) in bed.zoom._windows.items()}
+    isyncs = [i for i, (kind, _) in enumerate(bed.zoom.calls) if kind == "ISync"]
+    assert len(isyncs) == 3
+    for i in isyncs:
+        # the newest end's token is the one the last FSync/ISync page before it carried
+        before = max(j for j, (kind, _) in enumerate(bed.zoom.calls[:i]) if kind != "BSync")
+        assert bed.zoom.calls[i][1] == issued[before]
+
+
+async def test_pages_without_token_five_times_fail_the_session_never_done(bed: Bed) -> None:
+    bed.zoom.add(12)
+    bed.zoom.no_token = set(range(1, 1000))  # every page after the first FSync
+    supervisor = await bed.run_pass(fast=True)
+    assert SESSION in supervisor.incomplete()
+    assert not bed.state.get_session(SESSION).backfill_done  # type: ignore[union-attr]
+    bed.zoom.no_token = set()
+    supervisor = await bed.run_pass(fast=True)
+    assert supervisor.incomplete() == {}
+    assert bed.archived_ids() == bed.truth_ids()
+
+
+async def test_a_pass_that_cannot_reach_the_listed_time_is_incomplete(bed: Bed) -> None:
+    bed.zoom.add(4)
+    newest = parse_time(bed.zoom.messages[-1]["date_time"])
+    assert newest is not None
+
+    async def listed_later(**_kwargs: object) -> object:
+        from archiver.zoom.models import SessionInfo, SessionPage
+
+        return SessionPage([SessionInfo(SESSION, "user", newest + timedelta(hours=1))], None)
+
+    bed.listing.list_sessions = listed_later  # type: ignore[method-assign]
+    supervisor = await bed.run_pass(fast=True)
+    reason = supervisor.incomplete()[SESSION]
+    assert "2024-01-01T01:03:00" in reason and "reached only 2024-01-01T00:03:00" in reason
+
+
+async def test_a_session_error_is_retried_not_fatal(bed: Bed) -> None:
+    bed.zoom.add(6)
+    real_sync = bed.zoom.sync
+    errors = [ZoomSessionError("403", status=403), ZoomTransientError("502", status=502)]
+
+    async def flaky(*args: object, **kwargs: object) -> object:
+        if errors:
+            raise errors.pop(0)
+        return await real_sync(*args, **kwargs)  # type: ignore[arg-type]
+
+    bed.zoom.sync = flaky  # type: ignore[method-assign]
+    supervisor = await bed.run_pass(fast=True)
+    assert supervisor.incomplete() == {}
+    assert bed.archived_ids() == bed.truth_ids()
+
+
+async def test_discovery_failure_makes_the_pass_incomplete(bed: Bed) -> None:
+    bed.listing.error = ZoomSessionError("403 on the list", status=403)
+    supervisor = await bed.run_pass(fast=True)
+    assert "<discovery>" in supervisor.incomplete()
