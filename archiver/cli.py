@@ -9,6 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from archiver import __version__
 from archiver.errors import ArchiverError, ConfigError, ZoomAuthError
@@ -39,7 +44,31 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PCT",
         help="percentage of blobs to re-hash (default: all)",
     )
+    verify.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="public key (checkpoint.pub from `keygen`) whose signed checkpoints must all "
+        "verify and match the manifest; repeatable",
+    )
+    verify.add_argument(
+        "--expect-head",
+        metavar="SEQ:HASH",
+        help="a chain head obtained elsewhere (a checkpoint, the journal): line SEQ must hash "
+        "to HASH",
+    )
+    verify.add_argument(
+        "--complete",
+        action="store_true",
+        help="an attachment still pending download is a problem, not a note",
+    )
     verify.add_argument("--json", action="store_true", help="machine-readable report")
+
+    keygen = sub.add_parser("keygen", help="an Ed25519 key pair for signed checkpoints")
+    keygen.add_argument(
+        "--out", required=True, help="folder for checkpoint.key (0600) and checkpoint.pub"
+    )
 
     status = sub.add_parser("status", help="progress, pending downloads, failures, budget use")
     status.add_argument("--config", required=True, help="TOML configuration file")
@@ -90,6 +119,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "export": _export,
         "status": _status,
         "demo": _demo,
+        "keygen": _keygen,
     }
     return commands[args.command](args)
 
@@ -133,7 +163,6 @@ def _status(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from archiver.store.verify import render_report, report_to_json, verify_archive
 
@@ -141,12 +170,54 @@ def _verify(args: argparse.Namespace) -> int:
     if not (root / "manifest").is_dir():
         print(f"zoom-sms-archiver: {root} is not an archive (no manifest/ folder)", file=sys.stderr)
         return EXIT_USAGE
-    if not 0 < args.sample <= 100:
-        print("zoom-sms-archiver: --sample must be in (0, 100]", file=sys.stderr)
+    if not 0 <= args.sample <= 100:
+        # 0 re-hashes no blob; sizes, the chain and every other rule are still checked.
+        print("zoom-sms-archiver: --sample must be in [0, 100]", file=sys.stderr)
         return EXIT_USAGE
-    report = verify_archive(root, sample_pct=args.sample)
+    try:
+        trust = [_public_key(path) for path in args.trust]
+        expect = _expect_head(args.expect_head) if args.expect_head else None
+    except ValueError as exc:
+        print(f"zoom-sms-archiver: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    report = verify_archive(
+        root, sample_pct=args.sample, trust=trust, expect_head=expect, complete=args.complete
+    )
     if args.json:
         print(json.dumps(report_to_json(report), indent=2, sort_keys=True))
     else:
         print(render_report(report))
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _public_key(path: str) -> Ed25519PublicKey:
+    from archiver.store.checkpoint import load_public_key
+
+    try:
+        return load_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise ValueError(f"--trust {path}: cannot be read ({exc.strerror})") from None
+    except ValueError:
+        raise ValueError(f"--trust {path}: not an Ed25519 public key in PEM") from None
+
+
+def _expect_head(value: str) -> tuple[int, str]:
+    from archiver.store.manifest import is_hex_digest
+
+    seq, _, head = value.partition(":")
+    if not seq.isdigit() or int(seq) < 1 or not is_hex_digest(head):
+        raise ValueError(f"--expect-head {value!r}: give SEQ:HASH, e.g. 42:<64 lowercase hex>")
+    return int(seq), head
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from archiver.store.checkpoint import generate_keypair
+
+    try:
+        key, pub = generate_keypair(Path(args.out))
+    except OSError as exc:
+        print(f"zoom-sms-archiver: keygen: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"private key {key} (mode 0600): set [archive] signing_key_file to it")
+    print(f"public key  {pub}: give it to auditors for `verify --trust`")
+    return EXIT_OK
