@@ -141,14 +141,17 @@ def test_recovery_is_logged(short_dir: Path) -> None:
 
 
 def test_full_queue_drops_instead_of_blocking(receiver: Receiver) -> None:
-    # Nobody reads: the kernel queue fills; each further send must fail fast, not block.
+    # Nobody reads: the kernel queue fills. A blocking send would never return here, so that
+    # all 5000 calls returned is the proof that none blocked; and once the queue is full,
+    # every further send fails at once (dropped, not queued, not waited for).
     notifier = receiver.notifier()
-    started = time.monotonic()
     with capture_logs():
         results = [notifier.status("x" * 1000) for _ in range(5000)]
-    assert time.monotonic() - started < 5
+    assert len(results) == 5000
     assert results[0] is True
-    assert False in results
+    first_drop = results.index(False)
+    assert not any(results[first_drop:])
+    assert len(receiver.drain()) == first_drop  # what was sent is there, the rest was dropped
 
 
 @pytest.mark.parametrize(
