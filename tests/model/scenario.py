@@ -1,0 +1,156 @@
+"""Seeded scenarios: one seed -> one case (account, Zoom's behaviour, steps), all pure.
+
+A case is drawn whole before anything runs, so its description can be printed on failure and
+`MODEL_SEED=<seed>` replays it.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from tests.model.behaviour import Behaviour, Faults
+
+# (name, argument): pass (0 = run to the end, k = stopped after k requests), burst (n new
+# messages, spread), burst_one (n new messages into one session), advance (seconds on the
+# virtual clock), drop_state (the state cache deleted), delete (a session, upstream)
+Step = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Case:
+    seed: int
+    sessions: int
+    messages: int
+    count: int
+    workers: int
+    lookback: int
+    behaviour: Behaviour
+    steps: tuple[Step, ...]
+
+    def describe(self) -> str:
+        b = self.behaviour
+        faults = ",".join(f"{name}={p}" for name, p in b.faults.kinds()) or "none"
+        knobs = (
+            f"short={b.short_page} boundary={b.boundary} dup={b.duplicate} order={b.order} "
+            f"no_token={b.no_token} no_token_empty={b.no_token_empty} "
+            f"token_lifetime={b.token_lifetime} list_page={b.list_page_size} "
+            f"live={b.live_arrivals} faults[{faults}]"
+        )
+        steps = ", ".join(_step_text(step) for step in self.steps)
+        return (
+            f"seed={self.seed}: {self.sessions} sessions, {self.messages} messages, "
+            f"count={self.count}, workers={self.workers}, lookback={self.lookback}s; "
+            f"{knobs}; steps: {steps}"
+        )
+
+
+def _step_text(step: Step) -> str:
+    name, arg = step
+    if name == "pass":
+        return f"pass(stop after {arg} requests)" if arg else "pass"
+    if name in ("burst", "burst_one", "advance"):
+        return f"{name}({arg})"
+    return name
+
+
+def _maybe(rng: random.Random, values: tuple[float, ...], on: float = 0.5) -> float:
+    return rng.choice(values) if rng.random() < on else 0.0
+
+
+# One behaviour alone, so a failure of such a case names its cause. (field, value) pairs.
+FOCUS: tuple[tuple[str, Any], ...] = (
+    ("short_page", 0.5),
+    ("boundary", 0.6),
+    ("duplicate", 0.3),
+    ("order", "asc"),
+    ("no_token", 0.15),
+    ("no_token_empty", 1.0),
+    ("token_lifetime", 10),
+    ("faults.html_404", 0.08),
+    ("faults.forbidden", 0.08),
+    ("faults.bad_gateway", 0.08),
+    ("faults.server_error", 0.08),
+    ("faults.unauthorized", 0.05),
+    ("faults.rate_limited", 0.05),
+    ("live_arrivals", 0.03),
+)
+FOCUSED = 0.3  # share of cases with one behaviour alone
+
+
+def make_case(seed: int) -> Case:
+    rng = random.Random(seed)
+    count = rng.randint(1, 5)
+    if rng.random() < FOCUSED:
+        name, value = rng.choice(FOCUS)
+        behaviour = _focused(name, value)
+        lifetime = behaviour.token_lifetime
+    else:
+        behaviour, lifetime = _mixed(rng)
+    steps = _steps(rng, count, lifetime)
+    return Case(
+        seed=seed,
+        sessions=rng.randint(1, 6),
+        messages=rng.randint(0, 60),
+        count=count,
+        workers=rng.randint(1, 3),
+        lookback=rng.choice((0, 30, 600)),
+        behaviour=behaviour,
+        steps=steps,
+    )
+
+
+def _focused(name: str, value: Any) -> Behaviour:
+    if name.startswith("faults."):
+        return Behaviour(faults=Faults(**{name.removeprefix("faults."): value}))
+    return Behaviour(**{name: value})
+
+
+def _mixed(rng: random.Random) -> tuple[Behaviour, int | None]:
+    lifetime = rng.choice((None, None, 10, 20, 40, 120))
+    faults = Faults(
+        html_404=_maybe(rng, (0.03, 0.08), 0.3),
+        forbidden=_maybe(rng, (0.03, 0.08), 0.3),
+        bad_gateway=_maybe(rng, (0.03, 0.08), 0.3),
+        server_error=_maybe(rng, (0.03, 0.08), 0.3),
+        unauthorized=_maybe(rng, (0.02, 0.05), 0.3),
+        rate_limited=_maybe(rng, (0.02, 0.05), 0.2),
+    )
+    behaviour = Behaviour(
+        short_page=_maybe(rng, (0.2, 0.5)),
+        boundary=_maybe(rng, (0.3, 0.6)),
+        duplicate=_maybe(rng, (0.1, 0.3), 0.4),
+        order=rng.choice(("desc", "desc", "asc", "mixed")),
+        no_token=_maybe(rng, (0.05, 0.15), 0.3),
+        no_token_empty=_maybe(rng, (0.5, 1.0)),
+        token_lifetime=lifetime,
+        list_page_size=rng.choice((1, 2, 3, 100)),
+        live_arrivals=_maybe(rng, (0.01, 0.03), 0.3),
+        faults=faults,
+    )
+    return behaviour, lifetime
+
+
+def _steps(rng: random.Random, count: int, lifetime: int | None) -> tuple[Step, ...]:
+    steps: list[Step] = [("pass", 0)]
+    for _ in range(rng.randint(1, 5)):
+        kind = rng.choices(
+            ("burst", "advance", "pass", "stopped", "drop_state", "delete"),
+            weights=(5, 2, 3, 1, 1, 0.4),
+        )[0]
+        if kind == "burst":
+            # Around the page size: exactly full, one over (7035), one under, or more; into
+            # one session (so ISync pages fill up and gaps span pages) or spread over many.
+            sizes = (max(1, count - 1), count, count, count + 1, 3 * count + 1, rng.randint(1, 15))
+            steps.append((rng.choice(("burst", "burst_one")), rng.choice(sizes)))
+        elif kind == "advance":
+            ticks = (1, 5, 30, 200) if lifetime is None else (1, lifetime - 1, lifetime + 1, 200)
+            steps.append(("advance", rng.choice(ticks)))
+        elif kind == "stopped":
+            steps.append(("pass", rng.randint(1, 40)))
+        elif kind == "pass":
+            steps.append(("pass", 0))
+        else:
+            steps.append((kind, 0))
+    return tuple(steps)
