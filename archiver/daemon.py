@@ -14,9 +14,10 @@ import contextlib
 import io
 import json
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 import aiohttp
@@ -32,7 +33,6 @@ from archiver.config import (
 from archiver.downloads.fetch import Fetcher, download_session
 from archiver.downloads.manager import DownloadManager
 from archiver.downloads.urls import UrlPolicy
-from archiver.errors import ArchiverError
 from archiver.ops.logs import get_logger
 from archiver.ops.metrics import Telemetry, start_server
 from archiver.ops.progress import progress_loop, snapshot
@@ -54,6 +54,7 @@ from archiver.zoom.ratelimit import Budgets
 
 # After the grace period, cancelled tasks get this long to unwind before we give up on them.
 HARD_DEADLINE = 5.0
+INCOMPLETE_SHOWN = 3  # sessions named in the one-line summary of an incomplete pass
 
 
 @dataclass
@@ -65,6 +66,25 @@ class RunOutcome:
     attachments: int = 0
     attachments_failed: int = 0
     requests: int = 0
+    # --once: what kept the pass from being complete (session id or `<discovery>` -> why)
+    incomplete: dict[str, str] = field(default_factory=dict)
+    attachments_pending: int = 0
+
+    def summary(self) -> str:
+        """One line saying what is incomplete: counts, the first few session ids, reasons."""
+        parts = []
+        if self.incomplete:
+            shown = list(self.incomplete.items())[:INCOMPLETE_SHOWN]
+            detail = "; ".join(f"{sid}: {why}" for sid, why in shown)
+            more = len(self.incomplete) - len(shown)
+            parts.append(
+                f"{len(self.incomplete)} session(s) incomplete ({detail}"
+                + (f"; and {more} more, see `status`" if more > 0 else "")
+                + ")"
+            )
+        if self.attachments_pending:
+            parts.append(f"{self.attachments_pending} attachment(s) still pending")
+        return "pass incomplete: " + ", ".join(parts) if parts else "pass complete"
 
 
 @contextlib.asynccontextmanager
@@ -207,6 +227,10 @@ async def run(
             side_stop.set()
             await asyncio.gather(*side_tasks, return_exceptions=True)
         progress = supervisor.progress
+        # A pass is complete only on evidence: every known session synced to its listed time
+        # with its walk ended, and no attachment without its line (DESIGN.md, invariant 8).
+        incomplete = supervisor.incomplete() if once else dict(supervisor.failed_sessions)
+        pending = state.attachment_counts()["pending"] if once else 0
         log.info(
             "archiver_stopped",
             messages_new=progress.messages_new,
@@ -214,17 +238,21 @@ async def run(
             pages=progress.pages,
             requests=client.requests,
             failed_sessions=len(supervisor.failed_sessions),
+            incomplete_sessions=len(incomplete),
             attachments=downloads.stats.done,
             attachments_failed=downloads.stats.failed,
+            attachments_pending=pending,
         )
         return RunOutcome(
-            ok=not supervisor.failed_sessions,
+            ok=not incomplete and not pending,
             failed_sessions=dict(supervisor.failed_sessions),
             new_messages=progress.messages_new,
             changed_messages=progress.messages_changed,
             attachments=downloads.stats.done,
             attachments_failed=downloads.stats.failed,
             requests=client.requests,
+            incomplete=incomplete,
+            attachments_pending=pending,
         )
 
 
@@ -298,13 +326,12 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def run_command(config: Config, *, once: bool) -> int:
-    try:
-        outcome = asyncio.run(run(config, once=once))
-    except ArchiverError:
-        raise
+    outcome = asyncio.run(run(config, once=once))
     if not outcome.ok:
         log = get_logger(component="daemon")
-        for session_id, error in outcome.failed_sessions.items():
+        for session_id, error in outcome.incomplete.items():
             log.error("session_incomplete", session_id=session_id, error=error)
+        # One line for the operator (the log has every session); the CLI's own voice.
+        sys.stderr.write(f"zoom-sms-archiver: {outcome.summary()}\n")
         return 1
     return 0
