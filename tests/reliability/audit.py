@@ -250,8 +250,9 @@ def _tokens_covered(root: Path, lines: list[dict[str, Any]], truth: Truth, audit
         conn.close()
     tokens = [(sid, token) for sid, *pair in rows for token in pair if token]
     for key, value in gaps:
-        if value:
-            tokens.append((key.removeprefix("gap:"), json.loads(value)["cursor"]))
+        cursor = json.loads(value).get("cursor") if value else None
+        if cursor:  # a gap walk before its first page holds no cursor yet
+            tokens.append((key.removeprefix("gap:"), cursor))
     for sid, token in tokens:
         window = decode_sync_token(token)
         if window is None or sid in truth.deleted:
