@@ -121,6 +121,10 @@ async def test_status_reports_sessions_downloads_and_budget(tmp_path: Path) -> N
     report = json.loads(out)
     assert report["sessions_total"] == 15
     assert report["sessions_backfilled"] == 15
+    assert report["sessions_incomplete"] == 0
+    for row in report["sessions"]:
+        assert row["complete"] and row["synced"] and row["backfill"] == "confirmed start"
+        assert row["complete_through"] is not None
     assert report["downloads"]["done"] == outcome.attachments
     assert report["manifest_seq"] > 0
     proc = await asyncio.create_subprocess_exec(
@@ -134,7 +138,7 @@ async def test_status_reports_sessions_downloads_and_budget(tmp_path: Path) -> N
         stderr=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
-    assert "15 known, 15 backfilled" in out.decode()
+    assert "15 known, 15 backfilled, 0 gone upstream, 0 incomplete" in out.decode()
 
 
 def test_status_before_first_run_says_so(tmp_path: Path) -> None:

@@ -117,6 +117,12 @@ class ArchiverCollector(Collector):
             "Known sessions whose backfill is not finished",
             value=supervisor.pending_backfill(),
         )
+        yield GaugeMetricFamily(
+            "zsa_sessions_incomplete",
+            "Known sessions not yet synced to their listed time or whose walk back has not "
+            "ended on evidence (failed ones included)",
+            value=len(supervisor.incomplete_sessions),
+        )
         if progress.last_poll_at is not None:
             yield GaugeMetricFamily(
                 "zsa_last_successful_poll_timestamp_seconds",

@@ -23,11 +23,19 @@ SESSIONS_SHOWN = 20
 class SessionRow:
     session_id: str
     session_type: str | None
-    backfilled: bool
+    backfilled: bool  # the start of history confirmed by an empty page
     gone: bool
-    last_message_time: str | None
+    last_message_time: str | None  # as the session list gave it
     last_sync_at: str | None
-    recovering: bool
+    recovering: bool  # a gap fill after 7035/300 is under way
+    complete_through: str | None = None  # newest message time the sync windows reached
+    synced: bool = False  # the sync windows reached the listed time
+    backfill: str = "walking"  # confirmed start / walking / probable start / failed
+    failure: str | None = None  # the last failure's reason, until a step succeeds
+
+    @property
+    def complete(self) -> bool:
+        return self.gone or (self.synced and self.backfilled and not self.recovering)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class StatusReport:
     sessions_total: int = 0
     sessions_backfilled: int = 0
     sessions_gone: int = 0
+    sessions_incomplete: int = 0
     sessions: list[SessionRow] = field(default_factory=list)
     downloads: dict[str, int] = field(default_factory=dict)
     failed_downloads: list[dict[str, Any]] = field(default_factory=list)
@@ -67,27 +76,31 @@ def read_status(config: Config) -> StatusReport:
 def _collect(conn: sqlite3.Connection, root: Path) -> StatusReport:
     seq_row = conn.execute("SELECT seq FROM manifest_index WHERE id = 1").fetchone()
     report = StatusReport(root=str(root), manifest_seq=int(seq_row[0]) if seq_row else 0)
-    gaps = {
-        key.removeprefix("gap:")
-        for (key, value) in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'gap:%'")
-        if value
-    }
+    per_session = _session_meta(conn)
     for row in conn.execute(
-        "SELECT session_id, session_type, backfill_done, gone, last_message_time, last_sync_at "
-        "FROM sessions ORDER BY backfill_done, last_message_time DESC"
+        "SELECT session_id, session_type, backfill_done, gone, last_message_time, last_sync_at, "
+        "synced_message_time FROM sessions ORDER BY backfill_done, last_message_time DESC"
     ):
+        sid = row[0]
+        own = per_session.get(sid, {})
+        listed, synced_time = row[4], row[6]
         session = SessionRow(
-            session_id=row[0],
+            session_id=sid,
             session_type=row[1],
             backfilled=bool(row[2]),
             gone=bool(row[3]),
-            last_message_time=row[4],
+            last_message_time=listed,
             last_sync_at=row[5],
-            recovering=row[0] in gaps,
+            recovering=bool(own.get("gap")),
+            complete_through=own.get("hwm") or None,
+            synced=synced_time is not None and (listed or "") <= synced_time,
+            backfill=_backfill_state(bool(row[2]), own),
+            failure=own.get("failed") or None,
         )
         report.sessions_total += 1
         report.sessions_backfilled += session.backfilled
         report.sessions_gone += session.gone
+        report.sessions_incomplete += not session.complete
         report.sessions.append(session)
     report.downloads = {"pending": 0, "done": 0, "failed": 0}
     for status, count in conn.execute("SELECT status, count(*) FROM attachments GROUP BY status"):
@@ -116,25 +129,57 @@ def _collect(conn: sqlite3.Connection, root: Path) -> StatusReport:
     return report
 
 
+def _session_meta(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
+    """session id -> {"gap", "hwm", "walk", "failed": value} from the per-session meta keys."""
+    found: dict[str, dict[str, str]] = {}
+    for key, value in conn.execute(
+        "SELECT key, value FROM meta WHERE key LIKE 'gap:%' OR key LIKE 'hwm:%' "
+        "OR key LIKE 'walk:%' OR key LIKE 'failed:%'"
+    ):
+        kind, _, sid = str(key).partition(":")
+        found.setdefault(sid, {})[kind] = str(value)
+    return found
+
+
+def _backfill_state(confirmed: bool, meta: dict[str, str]) -> str:
+    if confirmed:
+        return "confirmed start"
+    try:
+        phase = json.loads(meta.get("walk") or "{}").get("phase", "walking")
+    except (ValueError, AttributeError):
+        phase = "walking"
+    if meta.get("failed"):
+        return f"failed: {meta['failed']}"
+    return {"probable_start": "probably at the start (confirming)"}.get(phase, "walking")
+
+
 def report_json(report: StatusReport) -> str:
-    return json.dumps(asdict(report), indent=2, sort_keys=True, ensure_ascii=False)
+    data = asdict(report)
+    for row, session in zip(data["sessions"], report.sessions, strict=True):
+        row["complete"] = session.complete
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 def render(report: StatusReport) -> str:
     lines = [
         f"archive: {report.root} (manifest seq {report.manifest_seq})",
         f"sessions: {report.sessions_total} known, {report.sessions_backfilled} backfilled, "
-        f"{report.sessions_gone} gone upstream",
+        f"{report.sessions_gone} gone upstream, {report.sessions_incomplete} incomplete",
         f"discovery watermark: {report.discovery_watermark or 'initial walk not finished'}",
         f"downloads: {report.downloads.get('done', 0)} done, "
         f"{report.downloads.get('pending', 0)} pending, {report.downloads.get('failed', 0)} failed",
     ]
-    unfinished = [s for s in report.sessions if not s.backfilled or s.recovering]
+    unfinished = [s for s in report.sessions if not s.complete]
     if unfinished:
-        lines.append(f"sessions still backfilling or recovering ({len(unfinished)}):")
+        lines.append(f"incomplete sessions ({len(unfinished)}):")
         for s in unfinished[:SESSIONS_SHOWN]:
-            state = "recovering" if s.recovering else "backfilling"
-            lines.append(f"  {s.session_id}  {state}  last message {s.last_message_time or '-'}")
+            sync = "synced" if s.synced else f"listed {s.last_message_time or '-'}"
+            backfill = "recovering a gap" if s.recovering else s.backfill
+            lines.append(
+                f"  {s.session_id}  complete through {s.complete_through or '-'} ({sync}); "
+                f"backfill: {backfill}"
+                + (f"; last failure: {s.failure}" if s.failure and s.backfilled else "")
+            )
         if len(unfinished) > SESSIONS_SHOWN:
             lines.append(f"  ... and {len(unfinished) - SESSIONS_SHOWN} more (--json lists all)")
     if report.failed_downloads:

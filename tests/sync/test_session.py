@@ -159,3 +159,35 @@ async def test_discovery_failure_makes_the_pass_incomplete(bed: Bed) -> None:
     bed.listing.error = ZoomSessionError("403 on the list", status=403)
     supervisor = await bed.run_pass(fast=True)
     assert "<discovery>" in supervisor.incomplete()
+
+
+async def test_status_and_metrics_show_an_incomplete_session_and_why(bed: Bed) -> None:
+    from archiver.ops.metrics import ArchiverCollector, Telemetry
+    from archiver.ops.status import read_status, render
+
+    bed.zoom.add(12)
+    bed.zoom.no_token = set(range(1, 1000))
+    supervisor = await bed.run_pass(fast=True)
+    report = read_status(bed.config)
+    (row,) = report.sessions
+    assert not row.complete and not row.backfilled
+    assert row.backfill.startswith("failed: ") and "without sync_token" in row.backfill
+    assert row.complete_through == bed.zoom.messages[-1]["date_time"].replace("Z", "+00:00")
+    assert report.sessions_incomplete == 1
+    text = render(report)
+    assert f"  {SESSION}  complete through " in text and "without sync_token" in text
+    telemetry = Telemetry(poll_interval=1)
+    telemetry.supervisor = supervisor
+    samples = {
+        sample.name: sample.value
+        for family in ArchiverCollector(telemetry).collect()
+        for sample in family.samples
+    }
+    assert samples["zsa_sessions_incomplete"] == 1
+    bed.zoom.no_token = set()
+    supervisor = await bed.run_pass(fast=True)
+    report = read_status(bed.config)
+    assert report.sessions_incomplete == 0 and report.sessions[0].backfill == "confirmed start"
+    telemetry.supervisor = supervisor
+    samples = {s.name: s.value for f in ArchiverCollector(telemetry).collect() for s in f.samples}
+    assert samples["zsa_sessions_incomplete"] == 0
