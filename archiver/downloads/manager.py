@@ -2,9 +2,18 @@
 
 What is pending comes from the ledger in the state store, which the manifest writer fills in
 the same transaction that indexes a message line, so a crash can never leave an archived
-message whose attachments nobody will fetch. URLs (credentials) are kept only in memory; after
-a restart, or when a URL is about to expire (`refresh_margin`), or after a 401/403, a fresh
-one is fetched from the message endpoint, which draws from the rate budget like any call.
+message whose attachments nobody will fetch. The ledger is read again every `reload_interval`
+seconds (and whenever `idle()` finds a job it does not hold), so a job written without passing
+through `on_archived` is fetched within the run. URLs (credentials) are kept only in memory;
+after a restart, or when a URL is about to expire (`refresh_margin`), or after a 401/403, a
+fresh one is fetched from the message endpoint, which draws from the rate budget like any call.
+
+A refresh that meets anything short of evidence (a paused budget, a transient error, a refusal
+of that one request: `policy.action_of`) parks the job: it waits (the budget's `resume_at`, or
+a capped backoff) and tries again, as often as it takes, without counting as a failed
+download. Only evidence ends a job in `attachment_failed`: Zoom's 12004, a record without the
+attachment, a file host refusing fresh URLs again and again, a size over `max_bytes`, a host
+the policy refuses.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +36,8 @@ from archiver.downloads.urls import jwt_claims
 from archiver.errors import StorageError, ZoomError
 from archiver.ops.logs import get_logger
 from archiver.zoom.models import JsonObject, attachments_of
+from archiver.zoom.policy import Action, action_of
+from archiver.zoom.ratelimit import BudgetExhausted
 
 Key = tuple[str, str, str]  # session_id, message_id, attachment_id
 
@@ -33,6 +45,16 @@ MAX_ATTEMPTS = 6  # transfer failures (resets, 5xx, short bodies) before attachm
 MAX_REFRESHES = 4  # fresh URLs tried before attachment_failed
 RETRY_BASE = 1.0
 MAX_IDLE_WAIT = 60.0  # re-check at least this often: the wall clock may have jumped
+RELOAD_INTERVAL = 30.0  # seconds between reads of the ledger for jobs written behind our back
+PARK_BASE = 1.0  # seconds before the first retry of a parked refresh
+PARK_CAP = 600.0  # the longest backoff between tries of a parked refresh
+
+
+def park_delay(parkings: int, rng: random.Random) -> float:
+    """Seconds a job waits after its `parkings`-th refusal in a row: doubling from PARK_BASE up
+    to PARK_CAP, with half of it jittered so jobs parked together do not retry together."""
+    ceiling = min(PARK_CAP, PARK_BASE * 2.0 ** min(max(parkings - 1, 0), 30))
+    return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
 
 
 @dataclass
@@ -50,6 +72,8 @@ class Job:
     failures: int = 0  # transfer failures (resets, 5xx, short bodies): backoff and the limit
     refreshes: int = 0
     not_before: float = 0.0
+    parkings: int = 0  # refreshes refused in a row without evidence (reset by a fresh URL)
+    parked: str | None = None  # why the last refresh was refused (an Action's value)
 
     @property
     def key(self) -> Key:
@@ -63,6 +87,18 @@ class DownloadStats:
     bytes: int = 0
     refreshes: int = 0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    parkings_by_reason: dict[str, int] = field(default_factory=dict)
+    reloaded: int = 0  # jobs found in the ledger after start (not handed over by on_archived)
+
+
+@dataclass(frozen=True, slots=True)
+class Stalled:
+    """Every queued job is parked, each refused `parkings` times or more in a row: what a
+    `--once` pass reports as incomplete rather than waiting for ever."""
+
+    count: int
+    reasons: dict[str, int]
+    first: tuple[Key, ...]  # a few of them, for the one-line summary
 
 
 class DownloadManager:
@@ -76,6 +112,8 @@ class DownloadManager:
         client: Any,
         fetcher: Fetcher,
         clock: Callable[[], float] = time.time,
+        reload_interval: float = RELOAD_INTERVAL,
+        rng: random.Random | None = None,
     ) -> None:
         self._config = config
         self._root = root
@@ -84,11 +122,15 @@ class DownloadManager:
         self._client = client
         self._fetcher = fetcher
         self._clock = clock
-        self._heap: list[tuple[float, int, Key]] = []
+        self._heap: list[tuple[float, int, Key]] = []  # ready jobs, earliest URL expiry first
+        self._later: list[tuple[float, int, Key]] = []  # waiting jobs, by not_before
         self._jobs: dict[Key, Job] = {}
         self._active: set[Key] = set()
         self._counter = itertools.count()
         self._wakeup = asyncio.Event()
+        self._reload_now = asyncio.Event()
+        self._reload_interval = reload_interval
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._rate = 0.0  # bytes per second, exponentially averaged
         self.stats = DownloadStats()
         self.fatal: BaseException | None = None
@@ -98,8 +140,19 @@ class DownloadManager:
 
     def load_pending(self) -> int:
         """Queue everything the ledger says is pending (after a restart: URLs unknown)."""
+        return self.reload_pending()
+
+    def reload_pending(self) -> int:
+        """Queue the ledger's pending jobs this manager does not hold yet; returns how many.
+
+        Cheap to call at any time (the end of a `--once` pass, a timer): jobs already queued,
+        parked or downloading keep their URL, backoff and counts.
+        """
         count = 0
         for row in self._state.pending_attachments():
+            key = (row.session_id, row.message_id, row.attachment_id)
+            if key in self._jobs or key in self._active:
+                continue
             job = Job(
                 session_id=row.session_id,
                 message_id=row.message_id,
@@ -140,8 +193,12 @@ class DownloadManager:
             return False
         fresh = job.key not in self._jobs
         self._jobs[job.key] = job
-        deadline = job.exp if job.exp is not None else 0.0  # unknown URL: refresh first
-        heapq.heappush(self._heap, (max(deadline, job.not_before), next(self._counter), job.key))
+        if job.not_before > self._clock():
+            # Apart from the ready jobs: a job parked for an hour must not hold up the queue.
+            heapq.heappush(self._later, (job.not_before, next(self._counter), job.key))
+        else:
+            deadline = job.exp if job.exp is not None else 0.0  # unknown URL: refresh first
+            heapq.heappush(self._heap, (deadline, next(self._counter), job.key))
         self._wakeup.set()
         return fresh
 
@@ -152,7 +209,32 @@ class DownloadManager:
         return len(self._jobs)
 
     def idle(self) -> bool:
-        return not self._jobs and not self._active
+        """Nothing queued, nothing downloading, and nothing pending in the ledger: `--once`
+        must not end while a job written behind our back waits there."""
+        if self._jobs or self._active:
+            return False
+        if self._state is not None and self._state.pending_attachments(limit=1):
+            self._reload_now.set()  # load it now rather than at the next tick
+            return False
+        return True
+
+    @property
+    def parked(self) -> int:
+        """Jobs waiting after a refused refresh."""
+        return sum(1 for job in self._jobs.values() if job.parked is not None)
+
+    def stalled(self, min_parkings: int = 3) -> Stalled | None:
+        """Not None when nothing is downloading and every queued job is parked with at least
+        `min_parkings` refusals in a row: no progress is coming soon (see `Stalled`)."""
+        if self._active or not self._jobs:
+            return None
+        jobs = list(self._jobs.values())
+        if any(job.parked is None or job.parkings < min_parkings for job in jobs):
+            return None
+        reasons: dict[str, int] = {}
+        for job in jobs:
+            reasons[job.parked or ""] = reasons.get(job.parked or "", 0) + 1
+        return Stalled(len(jobs), reasons, tuple(sorted(self._jobs))[:3])
 
     def earliest_deadline(self) -> float | None:
         deadlines = [job.exp for job in self._jobs.values() if job.exp is not None]
@@ -190,31 +272,47 @@ class DownloadManager:
             for _ in range(self._config.workers):
                 group.create_task(self._worker(stop))
             group.create_task(self._wake_on(stop))
+            group.create_task(self._reload_loop(stop))
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         """Idle workers sleep until a job comes (no polling); stopping must wake them too."""
         await stop.wait()
         self._wakeup.set()
+        self._reload_now.set()
+
+    async def _reload_loop(self, stop: asyncio.Event) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_now.wait(), self._reload_interval)
+            self._reload_now.clear()
+            if stop.is_set():
+                return
+            added = self.reload_pending()
+            if added:
+                self.stats.reloaded += added
+                self._log.info("download_jobs_reloaded", added=added)
 
     async def _next_job(self, stop: asyncio.Event) -> Job | None:
         while not stop.is_set():
             now = self._clock()
-            while self._heap:
-                _, _, key = self._heap[0]
+            while self._later and self._later[0][0] <= now:
+                _, _, key = heapq.heappop(self._later)
                 job = self._jobs.get(key)
-                if job is None or key in self._active:
-                    heapq.heappop(self._heap)
+                if job is not None and key not in self._active:
+                    deadline = job.exp if job.exp is not None else 0.0
+                    heapq.heappush(self._heap, (deadline, next(self._counter), key))
+            while self._heap:
+                _, _, key = heapq.heappop(self._heap)
+                job = self._jobs.get(key)
+                # Stale entries: done, taken by another worker, or sent to wait since.
+                if job is None or key in self._active or job.not_before > now:
                     continue
-                if job.not_before > now:
-                    break
-                heapq.heappop(self._heap)
                 self._active.add(key)
                 return job
             self._wakeup.clear()
             timeout = None  # nothing queued: wait for _push or stop
-            if self._heap:  # the first job waits for its backoff (not_before) to end
-                ready_in = self._jobs[self._heap[0][2]].not_before - now
-                timeout = min(MAX_IDLE_WAIT, max(0.01, ready_in))
+            if self._later:  # the first waiting job's backoff (not_before) ends then
+                timeout = min(MAX_IDLE_WAIT, max(0.01, self._later[0][0] - now))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
         return None
@@ -277,26 +375,47 @@ class DownloadManager:
         self._active.discard(job.key)
         self._push(job)
 
+    def _park(self, job: Job, action: Action, exc: ZoomError) -> None:
+        """No evidence against the job: wait and try again, however often (no failure)."""
+        job.parkings += 1
+        job.parked = action.value
+        self.stats.parkings_by_reason[action.value] = (
+            self.stats.parkings_by_reason.get(action.value, 0) + 1
+        )
+        not_before = self._clock() + park_delay(job.parkings, self._rng)
+        if isinstance(exc, BudgetExhausted):
+            not_before = max(not_before, exc.resume_at)  # the label's pause, to the second
+        job.not_before = not_before
+        self._log.info(
+            "download_parked",
+            session_id=job.session_id,
+            message_id=job.message_id,
+            attachment_id=job.attachment_id,
+            reason=action.value,
+            parkings=job.parkings,
+            wait=round(not_before - self._clock(), 1),
+        )
+        self._active.discard(job.key)
+        self._push(job)
+
     def _expiring(self, job: Job) -> bool:
         return job.exp is not None and job.exp - self._clock() < self._config.refresh_margin
 
     async def _refresh(self, job: Job) -> bool:
-        """Fetch a fresh URL from the message endpoint. False when the job is settled."""
-        job.refreshes += 1
-        self.stats.refreshes += 1
+        """Fetch a fresh URL from the message endpoint. False when the job is settled or
+        parked (it comes back later)."""
         try:
             record = await self._client.get_message(job.session_id, job.message_id)
         except ZoomError as exc:
-            if exc.status == 404:
+            action = action_of(exc)
+            if action is Action.SESSION_GONE:
                 await self._fail(job, "message gone upstream")
-                return False
-            job.failures += 1
-            if job.failures >= MAX_ATTEMPTS:
-                await self._fail(job, f"could not refresh the URL: {type(exc).__name__}")
-                return False
-            job.refreshes -= 1  # the URL was never had: this try does not count as a refresh
-            self._retry_later(job)
+            else:
+                self._park(job, action, exc)
             return False
+        job.refreshes += 1
+        self.stats.refreshes += 1
+        job.parkings, job.parked = 0, None
         for att in attachments_of(record):
             if att.attachment_id == job.attachment_id and att.download_url:
                 claims = jwt_claims(att.download_url)

@@ -148,6 +148,24 @@ class ArchiverCollector(Collector):
         for reason, count in sorted(stats.failures_by_reason.items()):
             failed.add_metric([reason], count)
         yield failed
+        parkings = CounterMetricFamily(
+            "zsa_download_parkings",
+            "URL refreshes refused without evidence (the job waits and retries), by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.parkings_by_reason.items()):
+            parkings.add_metric([reason], count)
+        yield parkings
+        yield GaugeMetricFamily(
+            "zsa_downloads_parked",
+            "Attachments waiting after a refused refresh",
+            value=downloads.parked,
+        )
+        yield CounterMetricFamily(
+            "zsa_download_jobs_reloaded",
+            "Pending jobs found in the ledger after start (not handed over by sync)",
+            value=stats.reloaded,
+        )
         yield GaugeMetricFamily(
             "zsa_download_queue_depth", "Attachments waiting or downloading", value=downloads.depth
         )

@@ -1,10 +1,11 @@
 """A Zoom-shaped loopback server whose answers a test scripts, one reply at a time.
 
-Each route (`token`, `list_sessions`, `sync`, `get_message`) has a queue of replies: a request
-takes the next one, or the route's normal answer when the queue is empty. Normal answers: the
-token endpoint issues `tok-1`, `tok-2`, ...; the API refuses a token it did not issue (401,
-code 124) and otherwise answers from `messages` (one session, `SESSION`). Replies are real
-HTTP over a real socket, so the client's whole path (aiohttp, decoding, retries) is exercised.
+Each route (`token`, `list_sessions`, `sync`, `get_message`, `file`) has a queue of replies: a
+request takes the next one, or the route's normal answer when the queue is empty. Normal
+answers: the token endpoint issues `tok-1`, `tok-2`, ...; the API refuses a token it did not
+issue (401, code 124) and otherwise answers from `messages` (one session, `SESSION`);
+`/file/<name>` serves `files[name]`. Replies are real HTTP over a real socket, so the client's
+whole path (aiohttp, decoding, retries) is exercised.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import aiohttp
+import jwt
 from aiohttp import web
 
 from archiver.config import RateLimitConfig, Secret
@@ -74,6 +76,7 @@ def record(message_id: str, *, url: str | None = None) -> dict[str, Any]:
 class ScriptedZoom:
     messages: list[dict[str, Any]] = field(default_factory=lambda: [record("m1")])
     script: dict[str, list[Reply]] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # /file/<name>
     issued: list[str] = field(default_factory=list)
     seen: list[tuple[str, str | None]] = field(default_factory=list)  # (route, token used)
     port: int = 0
@@ -81,6 +84,21 @@ class ScriptedZoom:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def file_url(self, name: str, exp: float) -> str:
+        """A download URL for `files[name]` whose JWT (HS256, a test key) expires at `exp`."""
+        token = jwt.encode({"iss": "crossfile", "aud": "file", "exp": int(exp)}, "k" * 32)
+        return f"{self.base}/file/{name}?jwt={token}"
+
+    async def file(self, request: web.Request) -> web.Response:
+        self.seen.append(("file", None))
+        scripted = self._scripted("file")
+        if scripted is not None:
+            return scripted
+        body = self.files.get(request.match_info["name"])
+        if body is None:
+            return zoom_error(404, 404, "File does not exist.").response()
+        return web.Response(body=body, content_type="image/png")
 
     def then(self, route: str, *replies: Reply) -> None:
         self.script.setdefault(route, []).extend(replies)
@@ -138,6 +156,7 @@ async def scripted_zoom() -> AsyncIterator[ScriptedZoom]:
     app = web.Application()
     app.router.add_post("/oauth/token", zoom.token)
     app.router.add_get("/v2/{tail:.*}", zoom.api)
+    app.router.add_get("/file/{name}", zoom.file)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
