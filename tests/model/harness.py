@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import json
 import random
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,7 @@ class CaseRun:
         cap = 200 + 25 * (len(self.model.truth(include_deleted=True)) + len(self.model.sessions))
         stop = asyncio.Event()
         model = self.model
+        before = Counter(model.requests_by)
 
         async def send(
             path: str, params: Mapping[str, str], token: str
@@ -224,11 +226,12 @@ class CaseRun:
         if record.error:
             self._find("no pass raises", None, f"pass {record.summary()}")
         if record.over_cap:
+            busiest, asked = ((model.requests_by - before).most_common(1) or [("list", 0)])[0]
             self._find(
                 "every pass ends",
-                None,
+                None if busiest == "list" else busiest,
                 f"pass #{record.number} ({phase}) still busy after {cap} requests "
-                f"(or {PASS_TIMEOUT}s): a walk that never finishes",
+                f"(or {PASS_TIMEOUT}s), {asked} of them for {busiest}: a walk that never ends",
             )
         for violation in model.violations:
             self._find("requests follow Zoom's documented rules", None, violation)

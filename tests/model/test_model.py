@@ -63,9 +63,14 @@ def format_failure(run: CaseRun) -> str:
         f"  case: {run.case.describe()}",
         f"  passes: {'; '.join(p.summary() for p in run.passes)}",
         f"  zoom: {run.model.requests} requests, fired {dict(sorted(run.model.seen.items()))}",
-        f"  replay: MODEL_SEED={run.case.seed} .venv/bin/pytest -q -p no:cacheprovider "
-        "tests/model/test_model.py -k cases",
     ]
+    to_session = run.model.seen_by.get(first.session_id or "")
+    if to_session:
+        lines.append(f"  to {first.session_id}: {dict(sorted(to_session.items()))}")
+    lines.append(
+        f"  replay: MODEL_SEED={run.case.seed} .venv/bin/pytest -q -p no:cacheprovider "
+        "tests/model/test_model.py -k cases"
+    )
     return "\n".join(lines)
 
 

@@ -82,10 +82,12 @@ class ZoomModel:
         self.requests = 0
         self.violations: list[str] = []
         self.seen: Counter[str] = Counter()  # which behaviours fired, for coverage checks
+        self.seen_by: dict[str, Counter[str]] = {}  # the same per session ("list": the list)
+        self._current = "list"
         self.access_token: str | None = None
         self.sessions: dict[str, _Session] = {}  # in creation order: the list's order
         self._world = random.Random(f"{seed}/world")  # arrivals and deletions
-        self._streams: Counter[str] = Counter()
+        self.requests_by: Counter[str] = Counter()  # per session ("list": the list)
         self._tokens: dict[str, _Token] = {}
         self._serial = itertools.count(1)
         self._rank: Counter[int] = Counter()  # messages per second so far
@@ -104,7 +106,7 @@ class ZoomModel:
         span = int((EPOCH - HISTORY_START).total_seconds())
         ids = [self._new_session_id() for _ in range(sessions)]
         second = -span
-        seconds = []
+        seconds: list[int] = []
         for _ in range(messages):
             if not seconds or self._world.random() > 0.3:  # else: the same second again
                 second = self._world.randrange(-span, 0)
@@ -163,8 +165,9 @@ class ZoomModel:
         n = sum(len(s.messages) for s in self.sessions.values())
         words = ("hello", "ok", "see you", "ünïcødé ✓", "line\nbreak", "", "call me")
         out = self._world.random() < 0.5
-        record = {
-            "message_id": f"m{n:04d}{self._world.randrange(16**4):04x}",
+        message_id = f"m{n:04d}{self._world.randrange(16**4):04x}"  # unique: n counts them
+        record: dict[str, Any] = {
+            "message_id": message_id,
             "date_time": zoom_time(_second(ms)),
             "direction": "Out" if out else "In",
             "message": self._world.choice(words),
@@ -172,7 +175,7 @@ class ZoomModel:
             "sender": {"phone_number": "+15550001" if out else "+15550002"},
             "to_members": [{"phone_number": "+15550002" if out else "+15550001"}],
         }
-        message = Message(session_id, record["message_id"], ms, record)
+        message = Message(session_id, message_id, ms, record)
         session.messages.append(message)
         session.messages.sort(key=lambda m: m.ms)
         return message
@@ -204,6 +207,7 @@ class ZoomModel:
             stream, route = parts[4], "message"
         else:
             return self._violation(f"unknown path {path}")
+        self._current = stream
         rng = self._stream(stream)
         if self.faults_on and (fault := self._fault(rng)) is not None:
             return fault
@@ -215,9 +219,13 @@ class ZoomModel:
             return self._message(stream, parts[6])
         return self._violation(f"unknown path {path}")
 
+    def _note(self, what: str) -> None:
+        self.seen[what] += 1
+        self.seen_by.setdefault(self._current, Counter())[what] += 1
+
     def _stream(self, name: str) -> random.Random:
-        self._streams[name] += 1
-        return random.Random(f"{self.seed}/{name}/{self._streams[name]}")
+        self.requests_by[name] += 1
+        return random.Random(f"{self.seed}/{name}/{self.requests_by[name]}")
 
     def _violation(self, what: str) -> Response:
         self.violations.append(f"tick {self.tick}: {what}")
@@ -229,7 +237,7 @@ class ZoomModel:
             if draw >= p:
                 draw -= p
                 continue
-            self.seen[name] += 1
+            self._note(name)
             if name == "unauthorized":
                 self.access_token = None  # revoked: every request fails until renewed
             return fault_answer(name, rng)
@@ -295,7 +303,7 @@ class ZoomModel:
             return self._violation(f"sync_type {kind!r}")
         session = self.sessions.get(session_id)
         if session is None or session.deleted:
-            self.seen["12004"] += 1
+            self._note("12004")
             return error(404, 12004, f"Session does not exist: {session_id}.")
         if kind == "FSync":
             return self._fsync(session, count, rng)
@@ -309,7 +317,7 @@ class ZoomModel:
             or token.session_id != session_id
             or (lifetime is not None and self.tick > token.issued + lifetime)
         ):
-            self.seen["300"] += 1
+            self._note("300")
             status = 404 if rng.random() < 0.2 else 400  # Zoom documents both
             return error(status, 300, "The sync token is invalid or expired.")
         if kind == "ISync":
@@ -330,13 +338,13 @@ class ZoomModel:
         page = older[len(older) - self._take(slots, older, rng) :]
         window = (page[0].ms if page else token.older, token.newer)
         if not page:
-            self.seen["bsync_empty"] += 1
+            self._note("bsync_empty")
         return self._page(session, page, window, dup, rng, newest_first=True)
 
     def _isync(self, session: _Session, token: _Token, count: int, rng: random.Random) -> Response:
         new = [m for m in session.messages if m.ms > token.newer]
         if len(new) > count:
-            self.seen["7035"] += 1
+            self._note("7035")
             return error(400, 7035, "The number of new records exceeds the sync count.")
         covered = [m for m in session.messages if m.ms == token.newer]
         slots, dup = self._slots(count, rng)
@@ -344,9 +352,9 @@ class ZoomModel:
         if covered and rng.random() < self.behaviour.boundary:
             head = covered
             slots -= 1
-            self.seen["boundary"] += 1
+            self._note("boundary")
             if len(new) > slots:
-                self.seen["boundary_hides_newest"] += 1
+                self._note("boundary_hides_newest")
         if dup and slots < 1:
             dup, slots = False, slots + 1  # no room for a copy: keep the slot
         page = head + new[: max(slots, 0)]
@@ -362,7 +370,7 @@ class ZoomModel:
     def _take(self, slots: int, available: list[Message], rng: random.Random) -> int:
         take = min(slots, len(available))
         if take > 1 and rng.random() < self.behaviour.short_page:
-            self.seen["short_page"] += 1
+            self._note("short_page")
             return rng.randint(1, take - 1)
         return take
 
@@ -378,19 +386,19 @@ class ZoomModel:
     ) -> Response:
         records = [m.record for m in page]
         if dup and records:
-            self.seen["duplicate"] += 1
+            self._note("duplicate")
             records.insert(rng.randrange(len(records) + 1), rng.choice(records))
         order = self.behaviour.order
         if order == "mixed":
             order = rng.choice(("asc", "desc"))
         if (order == "desc") != newest_first:
-            self.seen["reversed"] += 1
+            self._note("reversed")
         # A stable sort by the hidden key, so copies and same-second messages stay apart.
         keyed = sorted(records, key=lambda r: self._ms(session, r), reverse=order == "desc")
         out: dict[str, Any] = {"sms_histories": keyed}
         skip = self.behaviour.no_token if page else self.behaviour.no_token_empty
         if rng.random() < skip:
-            self.seen["no_token" if page else "no_token_empty"] += 1
+            self._note("no_token" if page else "no_token_empty")
         else:
             out["sync_token"] = self._issue(session.session_id, *window)
         return body(200, out)
