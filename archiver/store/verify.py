@@ -345,7 +345,8 @@ class _Verifier:
     def unsettled(self) -> None:
         """Listed attachments without a line: pending if the daemon still has them to do."""
         ledger = pending_attachments(self.root / STATE_FILE)
-        indexed, pending = ledger if ledger is not None else (0, set())
+        # No state (an auditor's copy, or it was lost): nothing is known to be pending.
+        indexed, pending = ledger if ledger is not None else (2**63, set())
         for sid, mid, aid, seq in self.cross.unsettled():
             where = f"message {mid!r} of session {sid!r} (seq {seq})"
             item = _problem("attachment_pending", where, f"attachment {aid!r}", None, seq)
