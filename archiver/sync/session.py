@@ -164,8 +164,11 @@ class SessionSync:
                         break
                 else:
                     budget -= 1
-                if walk.phase is Phase.PROBABLE_START:
-                    break  # the confirming call waits behind all other work
+                if walk.phase is Phase.PROBABLE_START and not confirm:
+                    # The confirming call waits behind all other work. In a confirm turn the
+                    # walk goes on: past a non-empty answer, or to the call itself after a
+                    # refused cursor made it walk down from the newest end again.
+                    break
                 if walk.no_token:
                     await asyncio.sleep(self._pause(walk.no_token))
         except SessionGoneError as exc:

@@ -191,3 +191,30 @@ async def test_status_and_metrics_show_an_incomplete_session_and_why(bed: Bed) -
     telemetry.supervisor = supervisor
     samples = {s.name: s.value for f in ArchiverCollector(telemetry).collect() for s in f.samples}
     assert samples["zsa_sessions_incomplete"] == 0
+
+
+async def test_a_confirm_turn_whose_cursor_expired_still_makes_the_confirming_call(
+    bed: Bed,
+) -> None:
+    """Found by the model test: the confirming BSync waits behind all other work, so its
+    cursor is often refused; the turn walked down again to the short page and stopped there,
+    before the confirming call, for ever."""
+    bed.zoom.add(12)
+    bed.zoom.token_life = 5
+    bed.zoom.short = lambda _n, kind: 1 if kind == "BSync" else None
+    sync = bed.session_sync(pause=lambda _n: 0.0)
+    await sync.incremental(SESSION)
+    for _ in range(30):
+        result = await sync.backfill(SESSION, 8, lambda: False)
+        if result.phase is Phase.PROBABLE_START:
+            break
+        bed.zoom.calls.extend([("other", None)] * 10)
+    bed.zoom.short = lambda _n, _kind: None
+    for _ in range(3):
+        assert result.phase is Phase.PROBABLE_START
+        bed.zoom.calls.extend([("other", None)] * 10)  # the cursor expires meanwhile
+        result = await sync.backfill(SESSION, 8, lambda: False, confirm=True)
+        if result.backfill_done:
+            break
+    assert result.backfill_done
+    assert bed.archived_ids() == bed.truth_ids()
