@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 from typing import Any
 
 import aiohttp
+import pytest
 
 from archiver.simulator import Simulator
+from archiver.simulator.faults import choose_gateway
 
-from .conftest import Answer, Zoom, running, strip_jwt, truth_by_session
+from .conftest import Answer, Zoom, running, small_config, strip_jwt, truth_by_session
+from .test_faults import a_download_url
 
 LIST = "/phone/sms/sessions"
+LIST_PATH = "/v2" + LIST
 MSG_300 = "The sync token is invalid or expired. Please resync with the `FSync` method."
 
 
@@ -135,17 +140,32 @@ async def test_sync_tokens_are_refused_a_while_after_issue_however_often_used(
         assert sim.stats()["sync_errors"]["300"] == 1
 
 
+def test_choose_gateway_only_on_api_paths_and_by_the_odds() -> None:
+    config = small_config(html_404_probability=0.2, forbidden_probability=0.3)
+    rng = random.Random(0)
+    draws = [choose_gateway(config, rng, LIST_PATH) for _ in range(10_000)]
+    assert draws.count("html_404") == pytest.approx(2000, abs=200)
+    assert draws.count("forbidden") == pytest.approx(3000, abs=250)
+    assert draws.count(None) == pytest.approx(5000, abs=250)
+    for path in ("/oauth/token", "/file/download/abc", "/_sim/stats"):
+        assert {choose_gateway(config, rng, path) for _ in range(100)} == {None}
+    assert choose_gateway(small_config(), rng, LIST_PATH) is None
+
+
 async def test_gateway_html_404_on_api_requests_only(zoom: Zoom, sim: Simulator) -> None:
     session_id, truth = largest(sim)
     message_id = truth[0]["message_id"]
+    url = await a_download_url(zoom, sim)
     sim.set_switches(html_404_probability=1.0)
+    # Neither the file host nor the OAuth endpoint is behind this gateway.
+    async with zoom.http.get(url) as response:
+        assert response.status == 200
     paths = [
         LIST,
         f"{LIST}/{session_id}",
         f"{LIST}/{session_id}/messages/{message_id}",
         f"{LIST}/{session_id}/sync?sync_type=FSync&count=5",
     ]
-    # The OAuth endpoint is not behind this gateway.
     assert (await zoom.fetch_token()).status == 200
     await zoom.login()
     for path in paths:
