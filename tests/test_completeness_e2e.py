@@ -48,7 +48,7 @@ async def test_two_passes_with_bursts_archive_exactly_the_truth(tmp_path: Path) 
         assert {"short_page", "no_token", "html_404", "forbidden", "5xx"} <= set(faults), faults
 
 
-# About 100 s when every pass is quick (measured with the switches off): soak only.
+# 90 to 120 s on a shared two-core machine (the daemon starts about 45 times): soak only.
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_crash_cycles_with_bursts_then_a_clean_pass_archive_exactly_the_truth(
@@ -84,3 +84,7 @@ async def test_crash_cycles_with_bursts_then_a_clean_pass_archive_exactly_the_tr
                 final.report(f"clean pass after {CRASH_CYCLES} SIGKILL cycles"),
             ]
         )
+        stats = sim.stats()
+        assert {"short_page", "no_token", "html_404", "forbidden", "5xx"} <= set(stats["faults"])
+        # Cycles span minutes: saved tokens did outlive their 20 s and were refused.
+        assert stats["sync_errors"].get("300", 0) >= 1, stats["sync_errors"]
