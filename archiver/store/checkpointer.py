@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -21,7 +21,11 @@ from archiver.errors import ConfigError, StorageError
 from archiver.ops.logs import get_logger
 from archiver.store import checkpoint
 
-log = get_logger(component="checkpoints")
+
+def log() -> Any:
+    # Looked up at each use: a logger bound at import time keeps the logging set-up of that
+    # moment, and `run` imports this module before it configures logging (JSON for journald).
+    return get_logger(component="checkpoints")
 
 
 class _Head(Protocol):
@@ -61,7 +65,7 @@ class Checkpointer:
         except OSError as exc:
             raise StorageError(exc.errno, f"cannot write a checkpoint: {exc.strerror}") from exc
         self.last_seq = seq
-        log.info("checkpoint", seq=seq, head=head, signature=checkpoint.signature_of(note))
+        log().info("checkpoint", seq=seq, head=head, signature=checkpoint.signature_of(note))
         return path
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
@@ -75,7 +79,7 @@ class Checkpointer:
             except StorageError as exc:
                 # Archiving goes on; the next interval tries again, and a clean stop that
                 # cannot write its checkpoint fails the run.
-                log.error("checkpoint_failed", error=str(exc))
+                log().error("checkpoint_failed", error=str(exc))
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +88,7 @@ async def checkpoints(
 ) -> AsyncIterator[None]:
     """Checkpoints while the body runs, and a last one when it ends without an error."""
     if key is None:
-        log.warning(
+        log().warning(
             "checkpoints_disabled",
             reason="no signing key configured (archive.signing_key_file or "
             "$CREDENTIALS_DIRECTORY/signing_key): the chain head is not signed",

@@ -59,7 +59,13 @@ from archiver.store.stateview import META_INDEX_STARTED
 SEGMENT_MAX_BYTES: Final = 64 * 1024 * 1024
 _ENTRY_KINDS: Final = frozenset({"attachment", "attachment_failed", "event"})
 
-log = get_logger(component="manifest")
+
+def log() -> Any:
+    # Looked up at each use: a logger bound at import time keeps the logging set-up of that
+    # moment, and `run` imports this module before it configures logging (JSON for journald).
+    return get_logger(component="manifest")
+
+
 # (session_id, message_id) -> [(digest, seq)] of lines planned earlier in the same batch
 _BatchVersions = dict[tuple[str, str], list[tuple[str, int]]]
 
@@ -137,7 +143,7 @@ class ManifestWriter:
                 "sha256": tail.torn_sha256,
                 "recovered": tail.recovered,
             }
-            log.warning("manifest_torn_tail_repaired", **details)
+            log().warning("manifest_torn_tail_repaired", **details)
             await self.append_event("torn_tail_repaired", **details)
         if tail.rebuilt:
             # The old head is what this archive last attested, if it kept checkpoints: a
@@ -149,7 +155,7 @@ class ManifestWriter:
                 "new_seq": tail.seq,
                 "new_head": tail.head,
             }
-            log.warning("state_rebuilt", **rebuilt)
+            log().warning("state_rebuilt", **rebuilt)
             await self.append_event("state_rebuilt", **rebuilt)
 
     @property
@@ -272,7 +278,7 @@ class ManifestWriter:
                 await loop.run_in_executor(self._executor, self._commit, batch)
             except BaseException as exc:
                 self._failed = exc
-                log.error("manifest_writer_failed", error=repr(exc))
+                log().error("manifest_writer_failed", error=repr(exc))
                 for request in batch + self._queue:
                     if not request.future.done():
                         request.future.set_exception(_stopped(exc))
@@ -296,7 +302,7 @@ class ManifestWriter:
         self._index = ManifestIndex(self._state_path)
         tail = recover(self._dir, self._index, started=started)
         if tail.replayed:
-            log.info("manifest_index_replayed", lines=tail.replayed)
+            log().info("manifest_index_replayed", lines=tail.replayed)
         self._segments = SegmentAppender(self._dir, tail.segment, tail.size, self._max)
         self._seq, self._head = tail.seq, tail.head
         self._position = (tail.seq, tail.head)
