@@ -58,6 +58,8 @@ async def test_power_cut_keeps_whole_pages_and_files_and_a_later_run_completes(
         root.mkdir()  # the operator's directory (systemd's StateDirectory): durable already
         total = CutReport()
         before = b""
+        torn = b""  # what the last power cut left after the manifest's last whole line
+        recovered = 0
         for cycle in range(CYCLES):
             mark_durable(root, journal)
             crash_at = POINTS[(cycle // 2) % len(POINTS)] if cycle % 2 else None
@@ -71,7 +73,13 @@ async def test_power_cut_keeps_whole_pages_and_files_and_a_later_run_completes(
                 proc.kill()
             code = await finish(proc, 20.0)
             assert code in (0, -9), tail(log)
+            if torn:
+                # The start cut the torn write, and kept its bytes (each kill comes after
+                # the start has appended, so after the cut).
+                assert torn in kept_tails(root), f"cycle {cycle}: torn tail not in recovered/"
+                recovered += 1
             cut = power_cut(root, journal, rng, lose_state=cycle % 4 == 3)
+            torn = torn_tail(root)
             total.bytes_dropped += cut.bytes_dropped
             total.entries_dropped += cut.entries_dropped
             total.bytes_zeroed += cut.bytes_zeroed
@@ -88,6 +96,20 @@ async def test_power_cut_keeps_whole_pages_and_files_and_a_later_run_completes(
     # The cuts really took something away: unsynced bytes and unsynced names.
     assert total.bytes_dropped > 0, total
     assert total.entries_dropped > 0, total
+    assert recovered > 0, "no cut left a torn write: the recovered/ check never ran"
+
+
+def torn_tail(root: Path) -> bytes:
+    """The bytes after the last newline of the last segment: a write the cut left unfinished."""
+    segments = sorted((root / "manifest").glob("*.jsonl")) if (root / "manifest").is_dir() else []
+    if not segments:
+        return b""
+    data = segments[-1].read_bytes()
+    return data[data.rfind(b"\n") + 1 :]
+
+
+def kept_tails(root: Path) -> list[bytes]:
+    return [path.read_bytes() for path in sorted((root / "recovered").glob("*.tail"))]
 
 
 async def test_a_deduplicated_blob_is_durable_before_its_second_line(

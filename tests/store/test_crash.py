@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -76,6 +77,15 @@ async def test_crash_then_restart_loses_nothing_and_duplicates_nothing(
     assert sorted(ids) == sorted(f"msg-{n}" for n in range(10))  # each exactly once
     repaired = [line for line in lines if line.get("event") == "torn_tail_repaired"]
     assert len(repaired) == (1 if lines_after_crash is None else 0)
+    if lines_after_crash is None:
+        # The cut bytes were moved, not deleted: the torn fragment, byte for byte.
+        fragment = data[data.rindex(b"\n") + 1 :]
+        kept = sorted((root / "recovered").iterdir())
+        assert [p.read_bytes() for p in kept] == [fragment]
+        assert repaired[0]["recovered"] == f"recovered/{kept[0].name}"
+        assert repaired[0]["sha256"] == hashlib.sha256(fragment).hexdigest()
+    else:
+        assert not (root / "recovered").exists()
     report = verify_archive(root)
     assert report.ok, report.problems
     assert report.messages == 10
