@@ -154,3 +154,37 @@ def _steps(rng: random.Random, count: int, lifetime: int | None) -> tuple[Step, 
         else:
             steps.append((kind, 0))
     return tuple(steps)
+
+
+def _named(seed: int, behaviour: Behaviour, steps: tuple[Step, ...], **account: int) -> Case:
+    shape = {"sessions": 1, "messages": 12, "count": 2, "workers": 1, "lookback": 600}
+    shape.update(account)
+    return Case(seed=seed, behaviour=behaviour, steps=steps, **shape)
+
+
+_LATER: tuple[Step, ...] = (("pass", 0), ("advance", 10), ("burst_one", 2), ("advance", 10))
+_GAP: tuple[Step, ...] = (("pass", 0), ("advance", 10), ("burst_one", 9), ("advance", 10))
+
+# One case per defect of issue 14 that the random cases find only now and then: each names
+# the behaviour alone, so a failure here says which rule broke.
+NAMED: dict[str, Case] = {
+    "full ISync page with the boundary message": _named(
+        1, Behaviour(boundary=1.0), (*_LATER, ("pass", 0))
+    ),
+    "short page while older messages remain": _named(
+        1, Behaviour(short_page=1.0), (("pass", 0),), messages=20, count=3
+    ),
+    "gap walk meets a page without token": _named(
+        0, Behaviour(no_token=0.3), (*_GAP, ("pass", 0)), messages=5
+    ),
+    "sync tokens expire between backfill turns": _named(
+        1, Behaviour(token_lifetime=10), (("pass", 0),), sessions=3, messages=60, count=1
+    ),
+    "a gateway's HTML 404 on sync": _named(
+        3, Behaviour(faults=Faults(html_404=0.3)), _LATER, sessions=2
+    ),
+    "403 on one request": _named(1, Behaviour(faults=Faults(forbidden=0.3)), _LATER, sessions=2),
+    "401 on an API call": _named(
+        1, Behaviour(faults=Faults(unauthorized=0.3)), _LATER, sessions=2, messages=30
+    ),
+}

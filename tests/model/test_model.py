@@ -28,10 +28,10 @@ import structlog
 
 from archiver.ops.logs import configure_logging
 from tests.model.harness import CaseRun
-from tests.model.scenario import make_case
+from tests.model.scenario import NAMED, Case, make_case
 
 CASES = 200
-BATCH = 8  # cases per test, run side by side: each pass waits on the supervisor's 50 ms poll
+BATCH = 25  # cases per test, run side by side: each pass waits on the supervisor's 50 ms poll
 SEED_BASE = int(os.environ.get("MODEL_SEED_BASE", "0"))
 SOAK_CASES = int(os.environ.get("MODEL_SOAK_CASES", "10000"))
 SOAK_SEED_BASE = 1_000_000
@@ -74,21 +74,24 @@ def format_failure(run: CaseRun) -> str:
     return "\n".join(lines)
 
 
-async def run_cases(seeds: list[int], directory: Path, concurrency: int) -> list[CaseRun]:
+async def run_cases(
+    seeds: list[int], directory: Path, concurrency: int, cases: list[Case] | None = None
+) -> list[CaseRun]:
     """Run the cases side by side; the failed ones are returned (their folders kept)."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(seed: int) -> CaseRun | None:
+    async def one(n: int, case: Case) -> CaseRun | None:
         async with gate:
-            case_dir = directory / f"seed{seed}"
-            run = CaseRun(make_case(seed), case_dir)
+            case_dir = directory / f"case{n}-seed{case.seed}"
+            run = CaseRun(case, case_dir)
             findings = await run.run()
             if not findings:
                 shutil.rmtree(case_dir, ignore_errors=True)
                 return None
             return run
 
-    results = await asyncio.gather(*(one(seed) for seed in seeds))
+    todo = cases if cases is not None else [make_case(seed) for seed in seeds]
+    results = await asyncio.gather(*(one(n, case) for n, case in enumerate(todo)))
     return [run for run in results if run is not None]
 
 
@@ -98,12 +101,19 @@ async def test_model_cases(seeds: list[int], tmp_path: Path) -> None:
     assert not failed, "\n\n".join(format_failure(run) for run in failed)
 
 
+@pytest.mark.parametrize("name", sorted(NAMED))
+async def test_model_named(name: str, tmp_path: Path) -> None:
+    """One behaviour alone, in the shape that makes it bite (see scenario.NAMED)."""
+    failed = await run_cases([], tmp_path, concurrency=1, cases=[NAMED[name]])
+    assert not failed, f"{name}: {format_failure(failed[0])}"
+
+
 @pytest.mark.slow
 async def test_model_soak(tmp_path: Path) -> None:
     seeds = range(SOAK_SEED_BASE, SOAK_SEED_BASE + SOAK_CASES)
     failed: list[CaseRun] = []
     chunk = 64
     for start in range(0, len(seeds), chunk):
-        failed += await run_cases(list(seeds[start : start + chunk]), tmp_path, concurrency=8)
+        failed += await run_cases(list(seeds[start : start + chunk]), tmp_path, concurrency=25)
     shown = "\n\n".join(format_failure(run) for run in failed[:10])
     assert not failed, f"{len(failed)} of {SOAK_CASES} cases failed; the first:\n\n{shown}"
