@@ -148,7 +148,8 @@ async def test_corruption_in_the_middle_is_never_repaired(
     lines = segment(root).read_bytes().splitlines()
     rewrite(segment(root), lines[:1] + lines[2:])  # line seq 2 deleted
     before = segment(root).read_bytes()
-    with pytest.raises(ManifestCorruptError, match=r"000001\.jsonl:2 \(seq 2\): seq 3 where 2 was expected"):
+    expected = r"000001\.jsonl:2 \(seq 2\): seq 3 where 2 was expected"
+    with pytest.raises(ManifestCorruptError, match=expected):
         await open_writer()
     assert segment(root).read_bytes() == before
 
