@@ -25,6 +25,7 @@ class Faults:
     server_error: float = 0.0  # 500
     unauthorized: float = 0.0  # the access token is revoked: 401 code 124 until renewed
     rate_limited: float = 0.0  # 429
+    reset: float = 0.0  # the connection drops before the answer (the client sees an error)
 
     def kinds(self) -> list[tuple[str, float]]:
         return [(name, p) for name, p in vars(self).items() if p > 0]
@@ -36,6 +37,7 @@ class Behaviour:
 
     short_page: float = 0.0  # an FSync/BSync page shorter than count while older ones remain
     boundary: float = 0.0  # ISync: the message the token already covers takes the first slot
+    overlap: float = 0.0  # BSync: the oldest message the token covers takes a slot again
     duplicate: float = 0.0  # one message twice in a page (the copy takes a slot)
     order: str = "desc"  # desc | asc | mixed (drawn per page)
     no_token: float = 0.0  # a non-empty page without sync_token
@@ -44,6 +46,10 @@ class Behaviour:
     list_page_size: int = 100  # the list's own page size, at most the requested page_size
     live_arrivals: float = 0.0  # per request: a message arrives while the archiver works
     faults: Faults = field(default_factory=Faults)
+
+
+class Disconnected(Exception):
+    """The transport failed (reset, truncated body): the harness raises aiohttp's error."""
 
 
 def body(status: int, obj: Any) -> Response:

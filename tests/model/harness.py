@@ -35,6 +35,7 @@ from archiver.store.verify import verify_archive
 from archiver.sync.session import SessionSync
 from archiver.sync.supervisor import Supervisor
 from archiver.zoom.client import RetryPolicy, ZoomClient
+from tests.model.behaviour import Disconnected
 from tests.model.scenario import Case
 from tests.model.zoom_model import HISTORY_START, ZoomModel
 
@@ -215,7 +216,10 @@ class CaseRun:
             if record.requests > 2 * cap:
                 # A loop that ignores the stop: the transport goes away so the step fails.
                 raise aiohttp.ClientConnectionError("model: transport closed after the cap")
-            return model.handle(path, dict(params), token)
+            try:
+                return model.handle(path, dict(params), token)
+            except Disconnected as exc:
+                raise aiohttp.ServerDisconnectedError(str(exc)) from exc
 
         try:
             await asyncio.wait_for(self._supervise(record, send, stop), PASS_TIMEOUT)

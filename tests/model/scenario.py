@@ -33,7 +33,8 @@ class Case:
         b = self.behaviour
         faults = ",".join(f"{name}={p}" for name, p in b.faults.kinds()) or "none"
         knobs = (
-            f"short={b.short_page} boundary={b.boundary} dup={b.duplicate} order={b.order} "
+            f"short={b.short_page} boundary={b.boundary} overlap={b.overlap} "
+            f"dup={b.duplicate} order={b.order} "
             f"no_token={b.no_token} no_token_empty={b.no_token_empty} "
             f"token_lifetime={b.token_lifetime} list_page={b.list_page_size} "
             f"live={b.live_arrivals} faults[{faults}]"
@@ -63,6 +64,7 @@ def _maybe(rng: random.Random, values: tuple[float, ...], on: float = 0.5) -> fl
 FOCUS: tuple[tuple[str, Any], ...] = (
     ("short_page", 0.5),
     ("boundary", 0.6),
+    ("overlap", 0.6),
     ("duplicate", 0.3),
     ("order", "asc"),
     ("no_token", 0.15),
@@ -74,6 +76,7 @@ FOCUS: tuple[tuple[str, Any], ...] = (
     ("faults.server_error", 0.08),
     ("faults.unauthorized", 0.05),
     ("faults.rate_limited", 0.05),
+    ("faults.reset", 0.05),
     ("live_arrivals", 0.03),
 )
 FOCUSED = 0.3  # share of cases with one behaviour alone
@@ -116,10 +119,12 @@ def _mixed(rng: random.Random) -> tuple[Behaviour, int | None]:
         server_error=_maybe(rng, (0.03, 0.08), 0.3),
         unauthorized=_maybe(rng, (0.02, 0.05), 0.3),
         rate_limited=_maybe(rng, (0.02, 0.05), 0.2),
+        reset=_maybe(rng, (0.02, 0.05), 0.2),
     )
     behaviour = Behaviour(
         short_page=_maybe(rng, (0.2, 0.5)),
         boundary=_maybe(rng, (0.3, 0.6)),
+        overlap=_maybe(rng, (0.3, 0.6), 0.3),
         duplicate=_maybe(rng, (0.1, 0.3), 0.4),
         order=rng.choice(("desc", "desc", "asc", "mixed")),
         no_token=_maybe(rng, (0.05, 0.15), 0.3),

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.model.behaviour import Behaviour, Faults
+from tests.model.behaviour import Behaviour, Disconnected, Faults
 from tests.model.scenario import FOCUS, make_case
 from tests.model.zoom_model import HISTORY_START, LIST_PATH, ZoomModel
 
@@ -188,7 +188,10 @@ def _window(start: datetime) -> dict[str, str]:
 def _retrying(model: ZoomModel, path: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
     """200, or Zoom's 300/7035/12004; anything else (gateway pages, 5xx, 401, 429) again."""
     for _ in range(500):
-        status, _, raw = model.handle(path, params, _token(model))
+        try:
+            status, _, raw = model.handle(path, params, _token(model))
+        except Disconnected:
+            continue
         try:
             body = json.loads(raw)
         except ValueError:
@@ -244,6 +247,7 @@ def test_a_plain_walker_gets_everything(seed: int) -> None:
     behaviour = dataclasses.replace(
         case.behaviour,
         short_page=0.5,
+        overlap=0.5,
         duplicate=0.3,
         no_token=0.15,
         no_token_empty=0.5,
@@ -269,7 +273,14 @@ def test_the_cases_cover_every_behaviour_and_step() -> None:
         knobs.update(name for name, _ in b.faults.kinds())
         knobs.update(
             name
-            for name in ("short_page", "boundary", "duplicate", "no_token", "no_token_empty")
+            for name in (
+                "short_page",
+                "boundary",
+                "overlap",
+                "duplicate",
+                "no_token",
+                "no_token_empty",
+            )
             if getattr(b, name) > 0
         )
         knobs.update(["token_lifetime"] if b.token_lifetime is not None else [])

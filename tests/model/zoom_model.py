@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
-from tests.model.behaviour import Behaviour, Response, body, error, fault_answer
+from tests.model.behaviour import Behaviour, Disconnected, Response, body, error, fault_answer
 
 EPOCH = datetime(2025, 3, 10, tzinfo=UTC)  # tick 0 of the virtual clock
 HISTORY_START = datetime(2025, 1, 1, tzinfo=UTC)  # the oldest message the model invents
@@ -240,6 +240,8 @@ class ZoomModel:
             self._note(name)
             if name == "unauthorized":
                 self.access_token = None  # revoked: every request fails until renewed
+            if name == "reset":
+                raise Disconnected("model: connection reset")
             return fault_answer(name, rng)
         return None
 
@@ -287,6 +289,9 @@ class ZoomModel:
                     "last_access_time": zoom_time(last) if last else "",
                 }
             )
+        if rows and rng.random() < self.behaviour.duplicate:
+            self._note("list_duplicate")
+            rows.insert(rng.randrange(len(rows) + 1), dict(rng.choice(rows)))
         return body(200, {"next_page_token": next_token, "page_size": size, "sms_sessions": rows})
 
     # --- sync -----------------------------------------------------------------------------------
@@ -334,12 +339,20 @@ class ZoomModel:
 
     def _bsync(self, session: _Session, token: _Token, count: int, rng: random.Random) -> Response:
         older = [m for m in session.messages if m.ms < token.older]
+        covered = [m for m in session.messages if m.ms == token.older]
         slots, dup = self._slots(count, rng)
-        page = older[len(older) - self._take(slots, older, rng) :]
-        window = (page[0].ms if page else token.older, token.newer)
-        if not page:
-            self._note("bsync_empty")
-        return self._page(session, page, window, dup, rng, newest_first=True)
+        overlap: list[Message] = []
+        if covered and rng.random() < self.behaviour.overlap:
+            # The oldest message the token covers, again, in a slot of its own.
+            overlap, slots = covered, slots - 1
+            self._note("overlap")
+            if dup and slots < 1:
+                dup, slots = False, slots + 1
+        fresh = older[len(older) - self._take(slots, older, rng) :]
+        window = (fresh[0].ms if fresh else token.older, token.newer)
+        if not fresh:
+            self._note("bsync_empty" if not overlap else "bsync_only_overlap")
+        return self._page(session, fresh + overlap, window, dup, rng, newest_first=True)
 
     def _isync(self, session: _Session, token: _Token, count: int, rng: random.Random) -> Response:
         new = [m for m in session.messages if m.ms > token.newer]
