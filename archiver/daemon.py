@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import signal
@@ -45,7 +46,7 @@ from archiver.store.recovery import check_startup
 from archiver.store.state import State
 from archiver.store.writer import ManifestWriter
 from archiver.sync.session import SessionSync
-from archiver.sync.supervisor import Supervisor
+from archiver.sync.supervisor import PARK_LIMIT_ONCE, Supervisor
 from archiver.webhook.gate import SessionGate
 from archiver.webhook.receiver import serve_webhooks
 from archiver.zoom.auth import TokenProvider
@@ -55,6 +56,13 @@ from archiver.zoom.ratelimit import Budgets
 # After the grace period, cancelled tasks get this long to unwind before we give up on them.
 HARD_DEADLINE = 5.0
 INCOMPLETE_SHOWN = 3  # sessions named in the one-line summary of an incomplete pass
+# Why a parked download's URL refresh was refused (policy.Action values), for that summary.
+PARKED_BECAUSE = {
+    "park": "rate budget paused",
+    "retry": "Zoom kept failing",
+    "session_failure": "refused for that session",
+    "bad_response": "unreadable answers",
+}
 
 
 @dataclass
@@ -69,6 +77,7 @@ class RunOutcome:
     # --once: what kept the pass from being complete (session id or `<discovery>` -> why)
     incomplete: dict[str, str] = field(default_factory=dict)
     attachments_pending: int = 0
+    downloads_parked: dict[str, int] = field(default_factory=dict)  # why, for the pending
 
     def summary(self) -> str:
         """One line saying what is incomplete: counts, the first few session ids, reasons."""
@@ -83,7 +92,14 @@ class RunOutcome:
                 + ")"
             )
         if self.attachments_pending:
-            parts.append(f"{self.attachments_pending} attachment(s) still pending")
+            why = ", ".join(
+                f"{n} {PARKED_BECAUSE.get(reason, reason)}"
+                for reason, n in sorted(self.downloads_parked.items())
+            )
+            parts.append(
+                f"{self.attachments_pending} attachment(s) still pending"
+                + (f" (their URL refresh was refused: {why})" if why else "")
+            )
         return "pass incomplete: " + ", ".join(parts) if parts else "pass complete"
 
 
@@ -188,8 +204,15 @@ async def run(
         session_sync = SessionSync(
             client, archive, state, count=config.sync.count, on_archived=downloads.on_archived
         )
+        # --once ends when downloads are done, or parked with no progress coming soon (the
+        # pass then says which attachments are pending rather than waiting for ever).
+        idle_check = (
+            functools.partial(downloads.settled_for_once, PARK_LIMIT_ONCE)
+            if once
+            else downloads.idle
+        )
         supervisor = Supervisor(
-            config, client, state, session_sync, once=once, idle_check=downloads.idle
+            config, client, state, session_sync, once=once, idle_check=idle_check
         )
         telemetry.supervisor, telemetry.downloads = supervisor, downloads
         telemetry.client, telemetry.budgets, telemetry.auth = client, budgets, auth
@@ -231,6 +254,7 @@ async def run(
         # with its walk ended, and no attachment without its line (DESIGN.md, invariant 8).
         incomplete = supervisor.incomplete() if once else dict(supervisor.failed_sessions)
         pending = state.attachment_counts()["pending"] if once else 0
+        stalled = downloads.stalled(0) if once and pending else None
         log.info(
             "archiver_stopped",
             messages_new=progress.messages_new,
@@ -253,6 +277,7 @@ async def run(
             requests=client.requests,
             incomplete=incomplete,
             attachments_pending=pending,
+            downloads_parked=dict(stalled.reasons) if stalled else {},
         )
 
 

@@ -218,18 +218,37 @@ class DownloadManager:
             return False
         return True
 
+    def settled_for_once(self, park_limit: float, min_parkings: int = 6) -> bool:
+        """`--once` may end its pass: nothing left to do (`idle`), or every job, the ledger's
+        too, is parked with no progress coming soon (`stalled`); the pass then reports the
+        pending attachments as incomplete instead of waiting for ever."""
+        if self.idle():
+            return True
+        self.reload_pending()  # a job in the ledger that is not queued yet is not stalled
+        return self.stalled(min_parkings, park_limit) is not None
+
     @property
     def parked(self) -> int:
         """Jobs waiting after a refused refresh."""
         return sum(1 for job in self._jobs.values() if job.parked is not None)
 
-    def stalled(self, min_parkings: int = 3) -> Stalled | None:
-        """Not None when nothing is downloading and every queued job is parked with at least
-        `min_parkings` refusals in a row: no progress is coming soon (see `Stalled`)."""
+    def stalled(self, min_parkings: int = 3, park_limit: float | None = None) -> Stalled | None:
+        """Not None when nothing is downloading and every queued job is parked, each with at
+        least `min_parkings` refusals in a row or (given `park_limit`) not to be tried again
+        for longer than `park_limit` seconds (a spent daily budget): no progress is coming
+        soon (see `Stalled`)."""
         if self._active or not self._jobs:
             return None
         jobs = list(self._jobs.values())
-        if any(job.parked is None or job.parkings < min_parkings for job in jobs):
+        now = self._clock()
+
+        def hopeless(job: Job) -> bool:
+            if job.parked is None:
+                return False
+            far = park_limit is not None and job.not_before - now > park_limit
+            return job.parkings >= min_parkings or far
+
+        if not all(hopeless(job) for job in jobs):
             return None
         reasons: dict[str, int] = {}
         for job in jobs:
