@@ -127,6 +127,7 @@ async def test_status_reports_sessions_downloads_and_budget(tmp_path: Path) -> N
         assert row["complete_through"] is not None
     assert report["downloads"]["done"] == outcome.attachments
     assert report["manifest_seq"] > 0
+    assert (report["signing_key"], report["checkpoint_seq"]) == (False, None)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -139,6 +140,7 @@ async def test_status_reports_sessions_downloads_and_budget(tmp_path: Path) -> N
     )
     out, _ = await proc.communicate()
     assert "15 known, 15 backfilled, 0 gone upstream, 0 incomplete" in out.decode()
+    assert "checkpoints: no signing key configured" in out.decode()
 
 
 def test_status_before_first_run_says_so(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ lets readers in beside the writer) and can never change the archive.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from archiver.config import Config
 from archiver.errors import ArchiverError
+from archiver.store.checkpoint import newest_checkpoint
 
 META_BUDGET = "budget_snapshot"
 SESSIONS_SHOWN = 20
@@ -51,6 +53,11 @@ class StatusReport:
     failed_downloads: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] | None = None
     discovery_watermark: str | None = None
+    # Signed checkpoints: whether a key is configured, and the newest note in ROOT (unverified:
+    # `verify --trust` checks it).
+    signing_key: bool = False
+    checkpoint_seq: int | None = None
+    checkpoint_time: str | None = None
 
 
 def read_status(config: Config) -> StatusReport:
@@ -66,11 +73,21 @@ def read_status(config: Config) -> StatusReport:
     except sqlite3.Error as exc:
         raise ArchiverError(f"cannot open {path} read-only: {exc}") from None
     try:
-        return _collect(conn, root)
+        report = _collect(conn, root)
     except sqlite3.Error as exc:
         raise ArchiverError(f"cannot read {path}: {exc}") from None
     finally:
         conn.close()
+    report.signing_key = bool(config.archive.signing_key_file) or _credential("signing_key")
+    newest = newest_checkpoint(root)
+    if newest is not None:
+        report.checkpoint_seq, report.checkpoint_time = newest.seq, newest.time
+    return report
+
+
+def _credential(name: str) -> bool:
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    return credentials is not None and (Path(credentials) / name).exists()
 
 
 def _collect(conn: sqlite3.Connection, root: Path) -> StatusReport:
@@ -153,6 +170,20 @@ def _backfill_state(confirmed: bool, meta: dict[str, str]) -> str:
     return {"probable_start": "probably at the start (confirming)"}.get(phase, "walking")
 
 
+def _checkpoint_line(report: StatusReport) -> str:
+    newest = (
+        f"newest seq {report.checkpoint_seq} at {report.checkpoint_time}"
+        if report.checkpoint_seq is not None
+        else "none written yet"
+    )
+    if not report.signing_key:
+        return (
+            "checkpoints: no signing key configured (archive.signing_key_file): the chain head "
+            f"is not signed; {newest}"
+        )
+    return f"checkpoints: signing key configured; {newest}"
+
+
 def report_json(report: StatusReport) -> str:
     data = asdict(report)
     for row, session in zip(data["sessions"], report.sessions, strict=True):
@@ -168,6 +199,7 @@ def render(report: StatusReport) -> str:
         f"discovery watermark: {report.discovery_watermark or 'initial walk not finished'}",
         f"downloads: {report.downloads.get('done', 0)} done, "
         f"{report.downloads.get('pending', 0)} pending, {report.downloads.get('failed', 0)} failed",
+        _checkpoint_line(report),
     ]
     unfinished = [s for s in report.sessions if not s.complete]
     if unfinished:

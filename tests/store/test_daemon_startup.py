@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,12 @@ async def test_checkpoints_at_a_clean_stop_and_in_the_journal(tmp_path: Path) ->
     assert (logged[-1]["seq"], logged[-1]["head"]) == (note.seq, note.head)
     assert logged[-1]["signature"] == path.read_bytes().rstrip(b"\n").rsplit(b" ", 1)[1].decode()
     assert not [e for e in events(log) if e.get("event") == "checkpoints_disabled"]
+    status = subprocess.run(
+        [sys.executable, "-m", "archiver", "status", "--config", str(config)],
+        cwd=PROJECT, capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT)},
+    )  # fmt: skip
+    assert f"checkpoints: signing key configured; newest seq {seq} at {note.time}" in status.stdout
 
 
 async def test_without_a_key_the_start_says_so(tmp_path: Path) -> None:
