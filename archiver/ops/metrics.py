@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from archiver.ops import serving
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -73,6 +75,19 @@ class ArchiverCollector(Collector):
             yield GaugeMetricFamily("zsa_manifest_seq", "Last manifest seq", value=t.writer.seq)
         if t.webhooks is not None:
             yield from self._webhook_metrics(t.webhooks.stats)
+        yield from self._server_metrics(serving.live_guards())
+
+    @staticmethod
+    def _server_metrics(guards: list[serving.ConnectionGuard]) -> Iterator[Metric]:
+        shed = CounterMetricFamily(
+            "zsa_http_connections_shed",
+            "Connections closed at the cap: evicted (idle or half-sent) or refused (all busy)",
+            labels=["server", "how"],
+        )
+        for guard in guards:
+            shed.add_metric([guard.name, "evicted"], guard.stats.evicted)
+            shed.add_metric([guard.name, "refused"], guard.stats.refused)
+        yield shed
 
     @staticmethod
     def _webhook_metrics(stats: Any) -> Iterator[Metric]:
@@ -223,7 +238,8 @@ def build_app(telemetry: Telemetry) -> web.Application:
             status=200 if ready else 503,
         )
 
-    app = web.Application()
+    # Capped, with header and keep-alive deadlines: the port needs no secret (serving.py).
+    app = serving.guarded_app("metrics", serving.METRICS_LIMITS)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -231,8 +247,5 @@ def build_app(telemetry: Telemetry) -> web.Application:
 
 
 async def start_server(telemetry: Telemetry, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(build_app(telemetry), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
+    runner, _site = await serving.start(build_app(telemetry), serving.METRICS_LIMITS, host, port)
     return runner

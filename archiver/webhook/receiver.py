@@ -15,8 +15,13 @@ because nothing is acknowledged before the manifest has it.
 What the handler does, in order (each step may answer and stop):
 1. `Content-Length` above `max_body_bytes`: 413 before reading; a chunked body is cut off at
    the same size by aiohttp's `client_max_size` (413 too).
-2. Signature and timestamp (`verify.check_request`): 401. Logged with the reason, the peer
-   and the length, never the body or the headers.
+2. Signature headers missing or malformed (`header_refusal`): 401 before a byte of the body
+   is read, so no one without the secret can make the daemon buffer bodies. The body then
+   has `WEBHOOK_LIMITS.body_timeout` to arrive (else 408), and the signature and timestamp
+   are checked over it (`verify.check_request`): 401. Refusals are counted exactly (metrics:
+   `zsa_webhook_refused`) but logged only a few per minute (`serving.Sampler`), with the
+   reason, the peer and the length, never the body or the headers: a flood of unsigned
+   requests must not drown the daemon's real errors in journald's rate limit.
 3. The exact request answered before (same signature): 200, nothing done.
 4. `endpoint.url_validation`: the plainToken / encryptedToken answer. Only once signed, as
    Zoom signs it: answering an unsigned challenge would be an HMAC oracle (send
@@ -51,12 +56,15 @@ from aiohttp import web
 
 from archiver.config import Config, Secret, WebhookConfig, parse_listen
 from archiver.errors import ConfigError, StorageError
+from archiver.ops import serving
 from archiver.ops.logs import get_logger, register_secret
 from archiver.store.writer import AppendResult
 from archiver.webhook.records import MESSAGE_EVENTS, EventError, event_message
 from archiver.webhook.verify import (
     SIGNATURE_HEADER,
+    SIGNATURE_VERSION,
     TIMESTAMP_HEADER,
+    Refusal,
     ReplayMemory,
     check_request,
     url_validation_answer,
@@ -77,6 +85,23 @@ VALIDATION_EVENT: Final = "endpoint.url_validation"
 SOURCE: Final = "webhook"
 
 OnArchived = Callable[[str, list[JsonObject]], Awaitable[None]]
+_HEX: Final = frozenset("0123456789abcdef")
+_SIGNATURE_LENGTH: Final = len(SIGNATURE_VERSION) + 1 + 64  # "v0=" and a SHA-256 in hex
+
+
+def header_refusal(timestamp: str | None, provided: str | None) -> Refusal | None:
+    """Why the signature headers alone already refuse a request (missing or not of the
+    shape Zoom sends), or None: then only the body can tell."""
+    if not timestamp:
+        return Refusal.MISSING_TIMESTAMP
+    if not provided:
+        return Refusal.MISSING_SIGNATURE
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        return Refusal.BAD_TIMESTAMP
+    prefix, _, digest = provided.partition("=")
+    if prefix != SIGNATURE_VERSION or len(provided) != _SIGNATURE_LENGTH or set(digest) - _HEX:
+        return Refusal.BAD_SIGNATURE
+    return None
 
 
 class Archive(Protocol):
@@ -132,10 +157,13 @@ class WebhookReceiver:
         self._replays = ReplayMemory(config.timestamp_tolerance)
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = get_logger(component="webhook")
+        self._refusal_log = serving.Sampler()
         self.stats = WebhookStats()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self._config.max_body_bytes)
+        app = serving.guarded_app(
+            "webhook", serving.WEBHOOK_LIMITS, client_max_size=self._config.max_body_bytes
+        )
         app.router.add_post(self._config.path, self.handle)
         return app
 
@@ -153,13 +181,18 @@ class WebhookReceiver:
         length = request.content_length
         if length is not None and length > self._config.max_body_bytes:
             return self._refuse(request, 413, "too_large")
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return self._refuse(request, 413, "too_large")
-        now = self._clock()
         timestamp = request.headers.get(TIMESTAMP_HEADER)
         provided = request.headers.get(SIGNATURE_HEADER)
+        refusal = header_refusal(timestamp, provided)
+        if refusal is not None:
+            return self._refuse(request, 401, refusal.value)
+        try:
+            body = await serving.read_body(request, serving.WEBHOOK_LIMITS)
+        except web.HTTPRequestEntityTooLarge:
+            return self._refuse(request, 413, "too_large")
+        if body is None:
+            return self._refuse(request, 408, "body_timeout")
+        now = self._clock()
         refusal = check_request(
             self._key,
             timestamp,
@@ -246,15 +279,20 @@ class WebhookReceiver:
         self, request: web.Request, status: int, reason: str, **details: Any
     ) -> web.Response:
         self.stats.refused[reason] += 1
-        self._log.warning(
-            "webhook_refused",
-            status=status,
-            reason=reason,
-            remote=request.remote,
-            content_length=request.content_length,
-            **details,
-        )
-        return _answer(reason, status)
+        log, suppressed = self._refusal_log.admit()
+        if log:
+            self._log.warning(
+                "webhook_refused",
+                status=status,
+                reason=reason,
+                remote=request.remote,
+                content_length=request.content_length,
+                suppressed=suppressed,  # refusals not logged since the last line
+                **details,
+            )
+        response = _answer(reason, status)
+        response.force_close()  # no keep-alive for a refused client
+        return response
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name="webhook-attachments")
@@ -303,17 +341,18 @@ async def serve_webhooks(
         mark_session=lambda session_id: supervisor.enqueue(session_id, INCREMENTAL),
     )
     host, port = parse_listen(config.webhook.listen, "webhook.listen")
-    runner = web.AppRunner(receiver.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
-    await runner.setup()
     try:
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {config.webhook.listen}: {exc.strerror or exc}",
-                file=config.source,
-                key="webhook.listen",
-            ) from None
+        runner, _site = await serving.start(
+            receiver.app(), serving.WEBHOOK_LIMITS, host, port, shutdown_timeout=SHUTDOWN_GRACE
+        )
+    except OSError as exc:
+        await receiver.close()
+        raise ConfigError(
+            f"cannot listen on {config.webhook.listen}: {exc.strerror or exc}",
+            file=config.source,
+            key="webhook.listen",
+        ) from None
+    try:
         get_logger(component="webhook").info(
             "webhook_listening", listen=config.webhook.listen, path=config.webhook.path
         )
