@@ -158,11 +158,15 @@ class DownloadConfig:
     allow_private_addresses: bool = False
     max_bytes: int = 100 * 1024 * 1024
     refresh_margin: float = 300.0
+    # Bytes per second a download must average: its total deadline is 30 s plus its size
+    # (or max_bytes when none is advertised) over this rate; a slower one is retried.
+    min_rate: int = 8192
 
     def __post_init__(self) -> None:
         _positive(self.workers, "downloads.workers")
         _positive(self.max_bytes, "downloads.max_bytes")
         _non_negative(self.refresh_margin, "downloads.refresh_margin")
+        _positive(self.min_rate, "downloads.min_rate")
         for scheme in self.allowed_schemes:
             if scheme not in ("https", "http"):
                 raise ConfigError(
