@@ -86,7 +86,8 @@ class DownloadStats:
     failed: int = 0
     bytes: int = 0
     refreshes: int = 0
-    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    failures_by_reason: dict[str, int] = field(default_factory=dict)  # fetch.CODES -> lines
+    resource_waits: int = 0  # fetches put off because descriptors or memory ran out here
     parkings_by_reason: dict[str, int] = field(default_factory=dict)
     reloaded: int = 0  # jobs found in the ledger after start (not handed over by on_archived)
 
@@ -357,7 +358,9 @@ class DownloadManager:
         while True:
             if job.url is None or self._expiring(job):
                 if job.refreshes >= MAX_REFRESHES:
-                    await self._fail(job, "download URL kept failing after refreshes")
+                    await self._fail(
+                        job, "download URL kept failing after refreshes", "refreshes_exhausted"
+                    )
                     return
                 if not await self._refresh(job):
                     return
@@ -367,6 +370,10 @@ class DownloadManager:
                     job.url or "", expected_size=job.size, dig=job.dig
                 )
             except FetchError as exc:
+                if exc.resource:
+                    # Our descriptors or memory, not the attachment: wait, count nothing.
+                    self._wait_for_resources(job, exc.reason)
+                    return
                 job.attempts += 1
                 if exc.refresh:
                     # A refused URL is not a transfer failure: a fresh URL fixes it at once.
@@ -378,7 +385,7 @@ class DownloadManager:
                     log.info("download_retry", reason=exc.reason, attempts=job.attempts)
                     self._retry_later(job)
                     return
-                await self._fail(job, exc.reason)
+                await self._fail(job, exc.reason, exc.code)
                 return
             elapsed = max(time.monotonic() - started, 1e-3)
             self._rate = (
@@ -391,6 +398,21 @@ class DownloadManager:
 
     def _retry_later(self, job: Job) -> None:
         job.not_before = self._clock() + RETRY_BASE * 2 ** (job.failures - 1)
+        self._active.discard(job.key)
+        self._push(job)
+
+    def _wait_for_resources(self, job: Job, reason: str) -> None:
+        job.parkings += 1
+        job.not_before = self._clock() + park_delay(job.parkings, self._rng)
+        self.stats.resource_waits += 1
+        self._log.warning(
+            "download_waits_for_resources",
+            session_id=job.session_id,
+            message_id=job.message_id,
+            attachment_id=job.attachment_id,
+            reason=reason,
+            wait=round(job.not_before - self._clock(), 1),
+        )
         self._active.discard(job.key)
         self._push(job)
 
@@ -428,7 +450,7 @@ class DownloadManager:
         except ZoomError as exc:
             action = action_of(exc)
             if action is Action.SESSION_GONE:
-                await self._fail(job, "message gone upstream")
+                await self._fail(job, "message gone upstream", "message_gone")
             else:
                 self._park(job, action, exc)
             return False
@@ -442,7 +464,7 @@ class DownloadManager:
                 if att.size is not None:
                     job.size = att.size
                 return True
-        await self._fail(job, "attachment gone upstream")
+        await self._fail(job, "attachment gone upstream", "attachment_gone")
         return False
 
     async def _store(self, job: Job, tmp: Path, sha256: str, size: int) -> None:
@@ -480,7 +502,9 @@ class DownloadManager:
         self.stats.done += 1
         self.stats.bytes += size
 
-    async def _fail(self, job: Job, reason: str) -> None:
+    async def _fail(self, job: Job, reason: str, code: str) -> None:
+        """The `attachment_failed` line with `reason` in full; metrics count `code` (one of
+        fetch.CODES), so no host name or size becomes a label value."""
         await self._writer.append_entries(
             [
                 {
@@ -498,7 +522,7 @@ class DownloadManager:
         )
         self._jobs.pop(job.key, None)
         self.stats.failed += 1
-        self.stats.failures_by_reason[reason] = self.stats.failures_by_reason.get(reason, 0) + 1
+        self.stats.failures_by_reason[code] = self.stats.failures_by_reason.get(code, 0) + 1
         self._log.warning(
             "attachment_failed",
             session_id=job.session_id,
