@@ -13,6 +13,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Final
 
+from archiver.errors import ConfigError
 from archiver.store.manifest import is_hex_digest, parse_segment_name, segment_name
 
 MANIFEST_DIR: Final = "manifest"
@@ -25,12 +26,40 @@ LOCK_FILE: Final = "LOCK"
 _PRIVATE_DIR: Final = 0o700
 
 
+# ROOT's own names. None may be a symbolic link: writes through one would land outside ROOT
+# (invariant 2), and emptying a linked tmp/ would empty whatever it points at.
+FIXED_NAMES: Final = (
+    MANIFEST_DIR,
+    "blobs",
+    BLOBS_DIR,
+    TMP_DIR,
+    CHECKPOINTS_DIR,
+    RECOVERED_DIR,
+    STATE_FILE,
+    LOCK_FILE,
+)
+
+
+def refuse_symlinks(root: Path) -> None:
+    """ConfigError (exit 2) naming the first of ROOT's fixed names that is a symbolic link."""
+    for name in FIXED_NAMES:
+        path = root / name
+        if path.is_symlink():
+            raise ConfigError(
+                f"{path} is a symbolic link; the archive never follows links inside its root. "
+                "Replace it with the real folder or file (or point archive.root at the real "
+                "location)",
+                key="archive.root",
+            )
+
+
 def prepare_root(root: Path) -> None:
     """Create ROOT and its folders, and empty tmp/ of partial downloads from an earlier run.
 
     Call it while holding the ArchiveLock: emptying tmp/ under a running daemon would pull its
-    in-flight downloads away.
+    in-flight downloads away. Refuses (ConfigError) when a fixed name is a symbolic link.
     """
+    refuse_symlinks(root)
     _make_private_dir(root)
     for sub in (MANIFEST_DIR, BLOBS_DIR, TMP_DIR):
         _make_private_dir(root / sub)
@@ -41,12 +70,23 @@ def prepare_root(root: Path) -> None:
         fsync_dir(root.parent)
     for directory in (root, root / "blobs"):
         fsync_dir(directory)
-    with os.scandir(root / TMP_DIR) as entries:
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
+    _empty_dir(root / TMP_DIR)
+
+
+def _empty_dir(path: Path) -> None:
+    """Remove everything in `path`, never following a link: the folder is opened once with
+    O_NOFOLLOW, and every entry is removed relative to that descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        with os.scandir(fd) as entries:
+            names = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for name, is_dir in names:
+            if is_dir:
+                shutil.rmtree(name, dir_fd=fd)  # fd-based: links inside are removed, not followed
             else:
-                os.unlink(entry.path)
+                os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,0 +1,77 @@
+"""ROOT's fixed names are never followed when they are symbolic links (issue 18)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from archiver.errors import ConfigError
+from archiver.store.layout import FIXED_NAMES, prepare_root
+from tests.helpers import write_config
+
+FAKE_ZOOM = {
+    "api_url": "http://127.0.0.1:9/v2",
+    "oauth_url": "http://127.0.0.1:9/oauth/token",
+    "account_id": "acct",
+    "client_id": "client",
+    "client_secret": "secret",
+}
+
+
+def victim(tmp_path: Path) -> Path:
+    folder = tmp_path / "victim"
+    (folder / "keep").mkdir(parents=True)
+    (folder / "precious.txt").write_text("not the archive's\n")
+    (folder / "keep" / "inner.txt").write_text("nor this\n")
+    return folder
+
+
+def untouched(folder: Path) -> bool:
+    return (folder / "precious.txt").read_text() == "not the archive's\n" and (
+        folder / "keep" / "inner.txt"
+    ).exists()
+
+
+@pytest.mark.parametrize("name", [n for n in FIXED_NAMES if n != "blobs/sha256"])
+def test_prepare_root_refuses_each_linked_name(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "archive"
+    root.mkdir()
+    target = victim(tmp_path)
+    (root / name).symlink_to(target if "." not in name and name != "LOCK" else target / "x")
+    with pytest.raises(ConfigError, match=f"{root / name} is a symbolic link"):
+        prepare_root(root)
+    assert untouched(target)
+
+
+def test_links_inside_tmp_are_removed_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    prepare_root(root)
+    target = victim(tmp_path)
+    (root / "tmp" / "link-to-dir").symlink_to(target)
+    (root / "tmp" / "sub").mkdir()
+    (root / "tmp" / "sub" / "link").symlink_to(target)
+    (root / "tmp" / "x.part").write_bytes(b"partial")
+    prepare_root(root)
+    assert list((root / "tmp").iterdir()) == []
+    assert untouched(target)
+
+
+def test_the_daemon_refuses_a_linked_tmp_with_exit_2_naming_it(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    root.mkdir()
+    target = victim(tmp_path)
+    (root / "tmp").symlink_to(target)
+    config = write_config(tmp_path, FAKE_ZOOM, root=root)
+    done = subprocess.run(
+        [sys.executable, "-m", "archiver", "run", "--config", str(config), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{root / 'tmp'} is a symbolic link" in done.stderr
+    assert untouched(target)
