@@ -39,20 +39,47 @@ class AccessToken:
     expires_at: float  # monotonic clock
 
 
+ZOOM_DOMAIN = "zoom.us"
+
+
 def regional_api_base(configured: str, token_api_url: str | None) -> str:
     """The API base to use: the token's regional `api_url` (host) with the configured path.
 
-    Zoom returns e.g. `https://api-eu.zoom.us` while requests go to `.../v2`.
+    Zoom returns e.g. `https://api-eu.zoom.us` while requests go to `.../v2`. The token's host
+    is taken only when `regional_refusal` finds nothing against it: the Bearer token goes
+    wherever this points, so a spoofed token reply must not choose a clear-text or internal
+    host. (The simulator's loopback host is the configured one, and so kept as configured.)
     """
-    if not token_api_url:
+    if not token_api_url or regional_refusal(configured, token_api_url) is not None:
         return configured.rstrip("/")
     token_parts = urlsplit(token_api_url)
-    if token_parts.scheme not in ("http", "https") or not token_parts.netloc:
-        return configured.rstrip("/")
     if token_parts.path.rstrip("/"):
         return token_api_url.rstrip("/")
     path = urlsplit(configured).path.rstrip("/")
     return f"{token_parts.scheme}://{token_parts.netloc}{path}"
+
+
+def regional_refusal(configured: str, token_api_url: str) -> str | None:
+    """Why the token's `api_url` is not used (None: it is, or it names the configured host).
+
+    Only `https` on `zoom.us` or a subdomain, with no user info; the configured scheme and
+    host themselves are always acceptable (and change nothing).
+    """
+    parts, mine = urlsplit(token_api_url), urlsplit(configured)
+    if (parts.scheme, parts.netloc) == (mine.scheme, mine.netloc):
+        return None
+    if parts.scheme != "https":
+        return "not https"
+    try:
+        host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return "not a URL"
+    if "@" in parts.netloc or not host:
+        return "not a plain host"
+    if host != ZOOM_DOMAIN and not host.endswith("." + ZOOM_DOMAIN):
+        return f"not a {ZOOM_DOMAIN} host"
+    return None
 
 
 class TokenProvider:
@@ -80,6 +107,7 @@ class TokenProvider:
         self._rng = random.Random()  # noqa: S311 - jitter, not cryptography
         self._lock = asyncio.Lock()
         self.api_base = api_url.rstrip("/")
+        self._refused_api: str | None = None
         self.renewals = 0
         self._log = get_logger(component="oauth")
         register_secret(client_secret.reveal())
@@ -158,6 +186,16 @@ class TokenProvider:
         margin = min(RENEW_MARGIN, expires_in / 2)
         self._token = AccessToken(value, self._clock() + expires_in - margin + RENEW_MARGIN)
         api_url = body.get("api_url")
+        if isinstance(api_url, str) and api_url:
+            refusal = regional_refusal(self._configured_api, api_url)
+            if refusal is not None and api_url != self._refused_api:
+                self._refused_api = api_url  # once per distinct value, not every renewal
+                self._log.warning(
+                    "token_api_url_ignored",
+                    reason=refusal,
+                    api_url=api_url[:200],
+                    using=self._configured_api,
+                )
         self.api_base = regional_api_base(
             self._configured_api, api_url if isinstance(api_url, str) else None
         )
