@@ -3,8 +3,8 @@
 Every problem is a `ConfigError` naming the file, the key and what is wrong, e.g.
 ``/etc/zsa.toml: sync.count: 300 is above Zoom's maximum of 250``. Unknown keys are errors,
 never silently ignored. Secrets are not read here but by `read_client_secret`,
-`read_webhook_secret` and `read_secret_file`, which refuse files readable by group or others;
-the `Secret` type keeps them out of every repr, log line and error message.
+`read_webhook_secret`, `read_s3_secret` and `read_secret_file`, which refuse files readable by
+group or others; the `Secret` type keeps them out of every repr, log line and error message.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 from archiver.errors import ConfigError
 
+_BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 ENDPOINTS: Final = ("list_sessions", "sync", "get_message", "session_details")
 LABELS: Final = ("light", "medium", "heavy")
 PLANS: Final = ("pro", "business", "unlimited")
@@ -196,6 +198,68 @@ class WebhookConfig:
         _positive(self.max_body_bytes, "webhook.max_body_bytes")
 
 
+LOCK_MODES: Final = ("COMPLIANCE", "GOVERNANCE", "none")
+# S3's smallest part is 5 MiB; a chunk is one PUT, and S3's single-PUT limit is 5 GiB.
+MIN_CHUNK_BYTES: Final = 64 * 1024
+MAX_CHUNK_BYTES: Final = 5 * 1024**3
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """`[replica]`: the WORM copy on an S3 bucket with Object Lock (archiver/replica/)."""
+
+    enabled: bool = False
+    endpoint_url: str = ""  # "": AWS (https://s3.<region>.amazonaws.com)
+    region: str = "us-east-1"
+    bucket: str = ""
+    prefix: str = ""
+    access_key_id: str = ""
+    secret_access_key_file: str | None = None
+    lock_mode: str = "COMPLIANCE"
+    retention_days: int = 2555
+    max_lag: float = 60.0
+    chunk_max_bytes: int = 8 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url:
+            problem = replica_url_problem(self.endpoint_url)
+            if problem:
+                raise ConfigError(problem, key="replica.endpoint_url")
+        if self.lock_mode not in LOCK_MODES:
+            raise ConfigError(
+                f"{self.lock_mode!r} is not one of COMPLIANCE, GOVERNANCE, none",
+                key="replica.lock_mode",
+            )
+        _positive(self.retention_days, "replica.retention_days")
+        _positive(self.max_lag, "replica.max_lag")
+        if not MIN_CHUNK_BYTES <= self.chunk_max_bytes <= MAX_CHUNK_BYTES:
+            raise ConfigError(
+                f"{self.chunk_max_bytes} is outside {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES} "
+                "(a chunk is one PUT)",
+                key="replica.chunk_max_bytes",
+            )
+        if self.prefix.startswith("/") or "//" in self.prefix or ".." in self.prefix.split("/"):
+            raise ConfigError(
+                f"{self.prefix!r}: a key prefix must not start with '/', hold '//' or '..'"
+                ' (e.g. "acme/")',
+                key="replica.prefix",
+            )
+        if not self.enabled:
+            return
+        # Required only when on, so `enabled = false` with placeholders stays valid.
+        if not _BUCKET_NAME.fullmatch(self.bucket):
+            raise ConfigError(
+                f"{self.bucket!r} is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')",
+                key="replica.bucket",
+            )
+        if not self.region:
+            raise ConfigError("is required", key="replica.region")
+        if not self.access_key_id:
+            raise ConfigError(
+                "is required when replica.enabled = true", key="replica.access_key_id"
+            )
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9464"
@@ -229,6 +293,7 @@ class Config:
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)
     downloads: DownloadConfig = field(default_factory=DownloadConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="<defaults>", compare=False)
@@ -273,6 +338,22 @@ def zoom_url_problem(url: str) -> str | None:
         return (
             f"{url!r} is plain http to a host that is not loopback: the client secret and "
             "tokens must travel over https (http only to 127.0.0.0/8, ::1 or localhost)"
+        )
+    return None
+
+
+def replica_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an S3 endpoint, or None if it can: https, or plain http only to a
+    loopback host (the tests' server), like the Zoom URLs; no path, query or credentials."""
+    problem = zoom_url_problem(url)
+    if problem:
+        return problem.replace("the client secret and tokens", "S3 requests")
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return f"{url!r}: an endpoint is scheme://host[:port] only (the bucket is replica.bucket)"
+    if parts.username or parts.password:
+        return (
+            "an endpoint must not carry credentials (use replica.access_key_id and the secret file)"
         )
     return None
 
@@ -331,6 +412,10 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         webhook=dataclasses.replace(
             config.webhook,
             secret_token_file=_relative_to(base, config.webhook.secret_token_file),
+        ),
+        replica=dataclasses.replace(
+            config.replica,
+            secret_access_key_file=_relative_to(base, config.replica.secret_access_key_file),
         ),
     )
 
@@ -502,6 +587,20 @@ def read_webhook_secret(config: Config, environ: Mapping[str, str] | None = None
         credential="webhook_secret",
         variable="ZOOM_WEBHOOK_SECRET_TOKEN",
         missing="no webhook secret token (required when webhook.enabled = true)",
+    )
+
+
+def read_s3_secret(config: Config, environ: Mapping[str, str] | None = None) -> Secret:
+    """The S3 secret access key, from `replica.secret_access_key_file`,
+    `$CREDENTIALS_DIRECTORY/s3_secret_access_key`, or `AWS_SECRET_ACCESS_KEY`."""
+    return _resolve_secret(
+        config,
+        environ,
+        file=config.replica.secret_access_key_file,
+        key="replica.secret_access_key_file",
+        credential="s3_secret_access_key",
+        variable="AWS_SECRET_ACCESS_KEY",
+        missing="no S3 secret access key (required when replica.enabled = true)",
     )
 
 
