@@ -7,10 +7,14 @@ table (never an extension that a browser would run, such as .html or .svg).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Final, Protocol
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+_NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
 _CHUNK: Final = 1 << 20
 _BY_TYPE: Final = {"PNG": "png", "GIF": "gif", "JPG": "jpg", "JPEG": "jpg"}
@@ -49,19 +53,82 @@ def attachment_file(sha256: str, zoom_type: str, name: str) -> str:
     return f"files/{sha256}.{ext}"
 
 
+class OutDir:
+    """The export folder, opened once: every file is written relative to its descriptor.
+
+    The folder may be one that already existed (empty), so someone else may be able to write
+    in it while the export runs. Nothing planted there is ever followed: folders are opened
+    with O_NOFOLLOW (a `files -> /elsewhere` link fails the export instead of receiving its
+    copies), files are created with O_EXCL | O_NOFOLLOW, renames replace names, and the
+    descriptor keeps pointing at the folder that was checked even if its name is moved.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fds: dict[str, int] = {"": os.open(path, _DIR_FLAGS)}
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _dir(self, folder: str) -> int:
+        """The descriptor of `folder` (relative, "/"-separated), made (0700) when missing."""
+        if folder in self._fds:
+            return self._fds[folder]
+        parent, _, name = folder.rpartition("/")
+        parent_fd = self._dir(parent)
+        # Exists: ours from earlier, or planted; the O_NOFOLLOW open below tells which.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"{self.path / folder} is not a folder the export made", str(folder)
+            ) from None
+        self._fds[folder] = fd
+        return fd
+
+    def create(self, relpath: str, buffering: int = _CHUNK) -> BinaryIO:
+        """A new file `relpath` for writing (0600); FileExistsError when the name is taken."""
+        folder, _, name = relpath.rpartition("/")
+        fd = os.open(name, _NEW_FILE, 0o600, dir_fd=self._dir(folder))
+        return os.fdopen(fd, "wb", buffering=buffering)
+
+    def rename(self, old: str, new: str) -> None:
+        """`old` becomes `new`, in the same folder; whatever held the name `new` is replaced."""
+        folder, _, old_name = old.rpartition("/")
+        new_folder, _, new_name = new.rpartition("/")
+        assert folder == new_folder
+        fd = self._dir(folder)
+        os.rename(old_name, new_name, src_dir_fd=fd, dst_dir_fd=fd)
+
+    def unlink(self, relpath: str) -> None:
+        folder, _, name = relpath.rpartition("/")
+        os.unlink(name, dir_fd=self._dir(folder))
+
+    def fsync(self, relpath: str) -> None:
+        """fsync the file `relpath` (opened read-only, without following a link)."""
+        folder, _, name = relpath.rpartition("/")
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=self._dir(folder))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class OutputFile:
     """A text file of the export; its SHA-256 and size go to the registry when it is closed.
 
-    Opened with O_EXCL ("x"): the export folder was checked empty, so meeting a file means two
-    outputs were given one name, a bug that must not silently overwrite.
+    Created with O_EXCL: the export folder was checked empty, so meeting a file means two
+    outputs were given one name (a bug), or someone planted one: never overwritten.
     """
 
-    def __init__(self, out: Path, relpath: str, registry: Registry) -> None:
+    def __init__(self, out: OutDir, relpath: str, registry: Registry) -> None:
         self.relpath = relpath
         self._registry = registry
-        path = out / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle: BinaryIO = path.open("xb", buffering=_CHUNK)
+        self._handle: BinaryIO = out.create(relpath)
         self._hash = hashlib.sha256()
         self._size = 0
 
@@ -87,7 +154,7 @@ class OutputFile:
         self.close()
 
 
-def copy_blob(root: Path, sha256: str, out: Path, relpath: str, registry: Registry) -> str | None:
+def copy_blob(root: Path, sha256: str, out: OutDir, relpath: str, registry: Registry) -> str | None:
     """Copy blob `sha256` (already validated as 64 hex) to `out/relpath`, re-hashing it.
 
     Returns None when the copy holds exactly the archived bytes, else the problem (missing,
@@ -96,23 +163,21 @@ def copy_blob(root: Path, sha256: str, out: Path, relpath: str, registry: Regist
     if registry.is_written(relpath):
         return None  # content-addressed: the same attachment in two messages is one file
     source = root / "blobs" / "sha256" / sha256[:2] / sha256
-    target = out / relpath
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
+    partial = relpath + ".part"
     digest, size = hashlib.sha256(), 0
     try:
         # O_NOFOLLOW: a symlink planted in blobs/ must not pull an outside file into the export.
         fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as exc:
         return f"blob {sha256}: cannot be read ({exc.strerror})"
-    with os.fdopen(fd, "rb") as src, partial.open("xb") as dst:
+    with os.fdopen(fd, "rb") as src, out.create(partial) as dst:
         while chunk := src.read(_CHUNK):
             digest.update(chunk)
             dst.write(chunk)
             size += len(chunk)
     if digest.hexdigest() != sha256:
-        partial.unlink()
+        out.unlink(partial)
         return f"blob {sha256}: content does not match its SHA-256"
-    partial.rename(target)
+    out.rename(partial, relpath)
     registry.add_written(relpath, sha256, size)
     return None

@@ -10,6 +10,7 @@ export.json is written last: a folder without it is an export that did not finis
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, Final
 from archiver import __version__
 from archiver.export import html
 from archiver.export.csvout import CsvOut
-from archiver.export.files import OutputFile, copy_blob, session_file
+from archiver.export.files import OutDir, OutputFile, copy_blob, session_file
 from archiver.export.filters import ExportFilter, ExportUsageError, as_list
 from archiver.export.index import ExportIndex, PageRow, Selected
 from archiver.export.reader import LineReader, ManifestScan
@@ -75,10 +76,14 @@ def export_archive(
             head=scan.head,
             filter_text=_describe(flt),
         )
-        with LineReader(root) as reader:
-            return _Export(root=root, out=out, flt=flt, index=index, reader=reader, prod=prod).run(
-                scan
-            )
+        outdir = OutDir(out)
+        try:
+            with LineReader(root) as reader:
+                return _Export(
+                    root=root, out=outdir, flt=flt, index=index, reader=reader, prod=prod
+                ).run(scan)
+        finally:
+            outdir.close()
     finally:
         index.close()
         scratch.unlink(missing_ok=True)
@@ -120,7 +125,7 @@ class _Export:
         self,
         *,
         root: Path,
-        out: Path,
+        out: OutDir,
         flt: ExportFilter,
         index: ExportIndex,
         reader: LineReader,
@@ -222,8 +227,8 @@ class _Export:
             "problems": problems,
         }
         text = json.dumps(head, indent=2, sort_keys=True)
-        partial = self.out / (MANIFEST_FILE + ".part")
-        with partial.open("x", encoding="ascii") as sink:
+        partial = MANIFEST_FILE + ".part"
+        with io.TextIOWrapper(self.out.create(partial), encoding="ascii") as sink:
             sink.write(text[: text.rindex("}")].rstrip() + ',\n  "files": [')
             for n, (path, sha256, size) in enumerate(self.index.written()):
                 entry = json.dumps({"path": path, "sha256": sha256, "size": size}, sort_keys=True)
@@ -231,7 +236,7 @@ class _Export:
             sink.write("\n  ]\n}\n")
             sink.flush()
             os.fsync(sink.fileno())
-        partial.rename(self.out / MANIFEST_FILE)  # appears whole or not at all: marks completion
+        self.out.rename(partial, MANIFEST_FILE)  # appears whole or not at all: marks completion
 
 
 def _session_of(selected: Selected) -> str:
@@ -256,7 +261,7 @@ class _Page:
     """One session's page, streamed: header, then each message as it is read, then people."""
 
     def __init__(
-        self, out: Path, session_id: str, index: ExportIndex, prod: html.Production
+        self, out: OutDir, session_id: str, index: ExportIndex, prod: html.Production
     ) -> None:
         self.session_id = session_id
         self.file = session_file(session_id)
