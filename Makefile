@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help venv demo test check lint format typecheck pytest soak bench lock clean system-deps
+.PHONY: help venv demo test check lint format typecheck pytest soak bench lock clean system-deps mutate
 
 help:
 	@echo "make demo   - run the archiver against the built-in Zoom simulator, then verify"
@@ -15,6 +15,7 @@ help:
 	@echo "              mypy --strict, pytest; this is what CI (.ci/run) runs"
 	@echo "make soak   - long soak and crash tests (marked slow; not part of make test)"
 	@echo "make bench  - benchmarks (see BENCHMARKS.md)"
+	@echo "make mutate - mutation testing of the core (docs/TESTING.md; about an hour, not in make test)"
 	@echo "make lock   - refresh requirements*.lock from pyproject.toml"
 
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -60,6 +61,12 @@ soak: system-deps $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Mutation testing with mutmut ([tool.mutmut] in pyproject.toml, work dir ./mutants/): about an
+# hour on 2 cores, so not part of `make test`. MODULES=archiver/store/verify.py runs some only;
+# MUTATE_CHILDREN (default 2) mutants run side by side, under nice.
+mutate: $(STAMP)
+	MUTMUT=$(BIN)/mutmut scripts/mutate $(MODULES)
 
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --python-version 3.11 --generate-hashes -q -o requirements.lock
