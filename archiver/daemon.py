@@ -188,6 +188,7 @@ async def run(
             tmp_dir=config.root / "tmp",
             max_bytes=config.downloads.max_bytes,
             concurrency=config.downloads.workers,
+            min_rate=config.downloads.min_rate,
         )
         stack.callback(fetcher.close)
         downloads = DownloadManager(

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 
 from archiver.errors import ArchiveLockedError
-from archiver.store.layout import LOCK_FILE
+from archiver.store.layout import LOCK_FILE, refuse_symlinks
 
 
 class ArchiveLock:
@@ -33,7 +33,10 @@ class ArchiveLock:
         if self._fd is not None:
             return
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Before anything is opened or written: a LOCK (or manifest/, tmp/...) planted as a
+        # link would otherwise have its target truncated here, or read by the start-up check.
+        refuse_symlinks(self.root)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -50,6 +53,10 @@ class ArchiveLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    def _open(self) -> int:
+        # O_NOFOLLOW: a link planted after the check above is refused (ELOOP), not followed.
+        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
 
     def release(self) -> None:
         """Give the lock up. The file stays: unlinking it lets two processes lock two inodes."""

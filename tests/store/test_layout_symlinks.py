@@ -10,6 +10,7 @@ import pytest
 
 from archiver.errors import ConfigError
 from archiver.store.layout import FIXED_NAMES, prepare_root
+from archiver.store.lock import ArchiveLock
 from tests.helpers import write_config
 
 FAKE_ZOOM = {
@@ -74,4 +75,29 @@ def test_the_daemon_refuses_a_linked_tmp_with_exit_2_naming_it(tmp_path: Path) -
     )
     assert done.returncode == 2, done.stderr
     assert f"{root / 'tmp'} is a symbolic link" in done.stderr
+    assert untouched(target)
+
+
+@pytest.mark.parametrize("name", ["LOCK", "manifest"])
+def test_the_lock_refuses_links_before_it_opens_anything(tmp_path: Path, name: str) -> None:
+    """The lock is taken first at start (before the manifest check and prepare_root): a LOCK
+    linked to a file must not have that file truncated, a linked manifest/ not be read."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    target = victim(tmp_path)
+    (root / name).symlink_to(target / "precious.txt" if name == "LOCK" else target)
+    with pytest.raises(ConfigError, match=f"{root / name} is a symbolic link"):
+        ArchiveLock(root).acquire()
+    assert untouched(target)
+
+
+def test_a_lock_file_that_turns_into_a_link_is_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    root.mkdir()
+    target = victim(tmp_path)
+    lock = ArchiveLock(root)
+    # A link planted between the check and the open: O_NOFOLLOW refuses it.
+    (root / "LOCK").symlink_to(target / "precious.txt")
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        lock._open()
     assert untouched(target)
