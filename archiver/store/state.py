@@ -260,6 +260,27 @@ class State:
                 (key, value),
             )
 
+    # --- replica (archiver/replica/): keys known to be in the bucket -----------------------
+    # Created on first use, outside the schema version: a bucket's content does not change
+    # with the local schema, and a lost table is rebuilt by HEADing the bucket again.
+
+    def _replica_table(self) -> None:
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS replica_objects (key TEXT PRIMARY KEY) WITHOUT ROWID"
+        )
+
+    def replica_has(self, key: str) -> bool:
+        self._replica_table()
+        row = self._conn.execute("SELECT 1 FROM replica_objects WHERE key = ?", (key,))
+        return row.fetchone() is not None
+
+    def replica_add(self, keys: Iterable[str]) -> None:
+        self._replica_table()
+        with transaction(self._conn) as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO replica_objects (key) VALUES (?)", ((k,) for k in keys)
+            )
+
     # --- download ledger ----------------------------------------------------------------
 
     def enqueue_attachment(
