@@ -54,11 +54,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final
 
-# aiobotocore and botocore ship no type information (types-aiobotocore-s3 types the client
-# itself, which is what the rest of the package uses); pyproject.toml is not ours to widen.
-from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
-from aiobotocore.session import get_session  # type: ignore[import-untyped]
-from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.config import Config, ReplicaConfig, Secret, read_s3_secret
 from archiver.errors import ArchiverError, ConfigError
