@@ -3,7 +3,8 @@
 The minimum number of API calls of a backfill is computed here from the truth alone, not from
 the archiver's code: one sync call per 250 messages of each session, and one session-list
 call per 100 sessions of each calendar-month window (Zoom's list takes at most one month)
-from `history_start` to now.
+from `history_start` to now; `confirming_calls` is the price of evidence: one empty BSync for
+each session whose last page was short.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class Account:
 
     def minimum_sync_calls(self) -> int:
         return sum(max(1, math.ceil(n / SYNC_PAGE)) for n in self.messages.values())
+
+    def confirming_calls(self) -> int:
+        """Sessions whose last page is short (fewer than 250 messages left): a short page is
+        no proof of the start of history, so each earns one confirming BSync (empty)."""
+        return sum(1 for n in self.messages.values() if n % SYNC_PAGE)
 
     def minimum_list_calls(self, start: date, now: datetime | None = None) -> int:
         """One call per month window, one more per further 100 sessions listed in it."""

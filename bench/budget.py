@@ -158,22 +158,27 @@ def overload(ctx: Context) -> Row:
 
 
 def requests_per_message(ctx: Context) -> Row:
-    """Row 3: API calls of a full backfill against the minimum the account allows."""
+    """Row 3: API calls of a full backfill against the minimum the account allows, plus one
+    confirming call per session whose last page was short (a short page proves nothing)."""
     sizes = ctx.sizes
-    ratios, per_message = [], []
+    ratios, bare, per_message = [], [], []
     with Simulator(_flags(ctx, sizes.requests_sessions), ctx.log("row3-simulator")) as sim:
         account = read_account(sim)
+        lists = account.minimum_list_calls(history_start(400))
+        minimum = account.minimum_sync_calls() + lists
+        confirming = account.confirming_calls()
         for n in range(sizes.runs):
             run = _Backfill(ctx, sim, f"row3-run{n}", {"plan": "unlimited"})
             _complete(ctx, account, run)
-            minimum = account.minimum_sync_calls() + account.minimum_list_calls(history_start(400))
-            ratios.append(run.requests / minimum)
+            ratios.append(run.requests / (minimum + confirming))
+            bare.append(run.requests / minimum)
             per_message.append(1000.0 * run.requests / account.total_messages)
     return Row(
         "3",
         "requests per archived message",
         [
-            figure("API calls / minimum", ratios, "", Goal("<=", 1.02)),
+            figure("API calls / (minimum + confirmations)", ratios, "", Goal("<=", 1.02)),
+            figure("API calls / minimum (the price of evidence)", bare),
             figure("API calls per 1000 messages", per_message),
         ],
         [
@@ -181,8 +186,8 @@ def requests_per_message(ctx: Context) -> Row:
             f"--attachment-probability 0 ({account.total_messages:,} messages); archiver: "
             "plan unlimited",
             f"minimum: {account.minimum_sync_calls():,} sync (⌈messages ÷ 250⌉ per session) + "
-            f"{account.minimum_list_calls(history_start(400))} list (one per month window "
-            f"from history_start, +1 per further 100 sessions); made: {run.sync_calls:,} sync + "
-            f"{run.list_calls} list",
+            f"{lists} list (one per month window from history_start, +1 per further 100 "
+            f"sessions); confirmations: {confirming:,} (one empty BSync per session whose last "
+            f"page was short); made: {run.sync_calls:,} sync + {run.list_calls} list",
         ],
     )
