@@ -34,6 +34,7 @@ class Telemetry:
     writer: Any = None
     auth: Any = None
     webhooks: Any = None
+    replica: Any = None  # archiver.replica.replicator.Replicator, when [replica] is on
     archive_open: bool = False
 
     def ready(self) -> tuple[bool, str]:
@@ -47,6 +48,17 @@ class Telemetry:
         # Allow a slow poll (big windows, rate limits) three intervals plus a minute.
         if time.time() - last > 3 * self.poll_interval + 60:
             return False, f"last successful poll {time.time() - last:.0f} s ago"
+        return self._replica_ready()
+
+    def _replica_ready(self) -> tuple[bool, str]:
+        if self.replica is None:
+            return True, "ok"
+        # Archiving goes on regardless; readiness tells the operator the WORM copy lags.
+        stats, max_lag = self.replica.stats, self.replica.config.max_lag
+        if stats.stopped:
+            return False, "replica degraded: replication stopped (see the log)"
+        if stats.lag_seconds() > 5 * max_lag:
+            return False, f"replica degraded: {stats.lag_seconds():.0f} s behind (> 5 x max_lag)"
         return True, "ok"
 
 
@@ -75,6 +87,8 @@ class ArchiverCollector(Collector):
             yield GaugeMetricFamily("zsa_manifest_seq", "Last manifest seq", value=t.writer.seq)
         if t.webhooks is not None:
             yield from self._webhook_metrics(t.webhooks.stats)
+        if t.replica is not None:
+            yield from self._replica_metrics(t.replica.stats)
         yield from self._server_metrics(serving.live_guards())
 
     @staticmethod
@@ -88,6 +102,50 @@ class ArchiverCollector(Collector):
             shed.add_metric([guard.name, "evicted"], guard.stats.evicted)
             shed.add_metric([guard.name, "refused"], guard.stats.refused)
         yield shed
+
+    @staticmethod
+    def _replica_metrics(stats: Any) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "zsa_replica_lines_behind",
+            "Durable manifest lines not yet in the bucket",
+            value=stats.lines_behind,
+        )
+        yield GaugeMetricFamily(
+            "zsa_replica_bytes_behind",
+            "Manifest bytes not yet in the bucket",
+            value=stats.bytes_behind,
+        )
+        yield GaugeMetricFamily(
+            "zsa_replica_lag_seconds",
+            "Seconds since the oldest line not yet in the bucket",
+            value=stats.lag_seconds(),
+        )
+        yield GaugeMetricFamily(
+            "zsa_replica_seq", "Last manifest seq in the bucket", value=stats.replicated_seq
+        )
+        uploads = CounterMetricFamily(
+            "zsa_replica_uploads", "Objects written to the bucket", labels=["kind"]
+        )
+        for kind in ("chunk", "blob", "checkpoint"):
+            uploads.add_metric([kind], stats.uploads[kind])
+        yield uploads
+        failures = CounterMetricFamily(
+            "zsa_replica_failures", "Failed replica rounds, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(stats.failures.items()):
+            failures.add_metric([reason], count)
+        yield failures
+        if stats.last_success is not None:
+            yield GaugeMetricFamily(
+                "zsa_replica_last_success_timestamp_seconds",
+                "Unix time of the last chunk written to the bucket",
+                value=stats.last_success,
+            )
+        yield GaugeMetricFamily(
+            "zsa_replica_stopped",
+            "1 when replication stopped on a conflict",
+            value=1 if stats.stopped else 0,
+        )
 
     @staticmethod
     def _webhook_metrics(stats: Any) -> Iterator[Metric]:
