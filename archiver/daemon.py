@@ -39,6 +39,7 @@ from archiver.ops.metrics import Telemetry, start_server
 from archiver.ops.progress import progress_loop, snapshot
 from archiver.ops.sdnotify import Notifier, watchdog_loop
 from archiver.ops.status import META_BUDGET
+from archiver.replica.service import once_verdict, replica_bucket, replica_task
 from archiver.store.checkpointer import checkpoints, load_signer
 from archiver.store.layout import prepare_root
 from archiver.store.lock import ArchiveLock
@@ -78,6 +79,7 @@ class RunOutcome:
     incomplete: dict[str, str] = field(default_factory=dict)
     attachments_pending: int = 0
     downloads_parked: dict[str, int] = field(default_factory=dict)  # why, for the pending
+    replica_behind: str = ""  # --once with [replica]: how far the bucket is behind, if it is
 
     def summary(self) -> str:
         """One line saying what is incomplete: counts, the first few session ids, reasons."""
@@ -100,6 +102,8 @@ class RunOutcome:
                 f"{self.attachments_pending} attachment(s) still pending"
                 + (f" (their URL refresh was refused: {why})" if why else "")
             )
+        if self.replica_behind:
+            parts.append(self.replica_behind)
         return "pass incomplete: " + ", ".join(parts) if parts else "pass complete"
 
 
@@ -134,7 +138,7 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(signum, stop.set)
 
 
-async def run(
+async def run(  # noqa: PLR0915 - the run's wiring in one place; each part is its own module
     config: Config,
     *,
     once: bool,
@@ -156,8 +160,13 @@ async def run(
             host, port = parse_listen(config.metrics.listen, "metrics.listen")
             runner = await start_server(telemetry, host, port)
             stack.push_async_callback(runner.cleanup)
+        # Before ROOT opens: a bucket without Object Lock, or a refused key, is exit 2.
+        bucket = await stack.enter_async_context(replica_bucket(config))
         state, writer = await stack.enter_async_context(open_archive(config))
         telemetry.writer, telemetry.archive_open = writer, True
+        telemetry.replica = replicator = await stack.enter_async_context(
+            replica_task(config, bucket, state, writer)
+        )
         http = await stack.enter_async_context(
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=64, limit_per_host=32), trust_env=False
@@ -256,6 +265,7 @@ async def run(
         incomplete = supervisor.incomplete() if once else dict(supervisor.failed_sessions)
         pending = state.attachment_counts()["pending"] if once else 0
         stalled = downloads.stalled(0) if once and pending else None
+        behind = await once_verdict(config, replicator) if once else ""  # "" or how far
         log.info(
             "archiver_stopped",
             messages_new=progress.messages_new,
@@ -269,7 +279,7 @@ async def run(
             attachments_pending=pending,
         )
         return RunOutcome(
-            ok=not incomplete and not pending,
+            ok=not incomplete and not pending and not behind,
             failed_sessions=dict(supervisor.failed_sessions),
             new_messages=progress.messages_new,
             changed_messages=progress.messages_changed,
@@ -279,6 +289,7 @@ async def run(
             incomplete=incomplete,
             attachments_pending=pending,
             downloads_parked=dict(stalled.reasons) if stalled else {},
+            replica_behind=behind,
         )
 
 

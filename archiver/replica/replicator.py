@@ -1,0 +1,430 @@
+"""The replicator: the daemon's task that copies the archive into the bucket as it grows.
+
+It reads the manifest segments (aiofiles) behind the writer, only lines the writer has made
+durable, and cuts them into chunks: consecutive lines, byte for byte, never straddling a
+segment. A chunk closes at `chunk_max_bytes`, at a segment's end, or `max_lag / 2` after its
+first line was read (so a line is in the bucket well within `max_lag`). Before a chunk goes
+up, every blob its `attachment` lines name is uploaded and confirmed, so the bucket never
+references a blob it lacks; signed checkpoints follow once the chunk holding their seq is in.
+
+Failures never reach archiving: the task retries with backoff (1 s doubling to 60 s) and keeps
+the closed chunk as it was, so a retry PUTs the same key with the same bytes (a 412 with equal
+bytes is an idempotent resume). An object at one of our keys with other bytes
+(`ReplicaConflict`) stops replication with an alarm; archiving goes on.
+
+Where it resumes: the last chunk in the bucket (listing after the hint kept in state, so a
+SIGKILL between a PUT and the state update is seen) and the byte offset after its last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import aiofiles
+
+from archiver.config import ReplicaConfig
+from archiver.ops.logs import get_logger
+from archiver.replica.bucket import (
+    ChunkKey,
+    ReplicaBucketError,
+    ReplicaConflict,
+    blob_key,
+    check_bucket,
+    checkpoint_key,
+    chunk_key,
+    describe,
+    parse_key,
+    put_new,
+    retain_until,
+)
+from archiver.replica.upload import abort_stale_uploads, upload_blob
+from archiver.store.checkpoint import list_checkpoints
+from archiver.store.crash import crash_point
+from archiver.store.layout import blob_path, list_segments, manifest_dir
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+    from archiver.store.state import State
+
+META_POSITION: Final = "replica.position"
+READ_BYTES: Final = 4 * 1024 * 1024
+BACKOFF_MAX: Final = 60.0
+
+
+def log() -> Any:
+    return get_logger(component="replica")
+
+
+@dataclass
+class Chunk:
+    segment: int
+    start: int  # byte offset in the segment of its first line
+    lines: list[bytes] = field(default_factory=list)  # each with its newline
+    first: int = 0
+    last: int = 0
+    last_at: str = ""
+    first_at: str = ""
+    blobs: list[str] = field(default_factory=list)
+    opened: float = 0.0  # monotonic time its first line was read
+
+    @property
+    def size(self) -> int:
+        return sum(len(line) for line in self.lines)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+
+@dataclass
+class ReplicaStats:
+    replicated_seq: int = 0
+    lines_behind: int = 0
+    bytes_behind: int = 0
+    oldest_unreplicated: float | None = None  # unix time of the oldest line not yet in
+    uploads: Counter[str] = field(default_factory=Counter)  # chunk, blob, checkpoint
+    failures: Counter[str] = field(default_factory=Counter)  # by reason
+    last_success: float | None = None
+    stopped: str | None = None  # why replication stopped (a conflict), else None
+
+    def lag_seconds(self, now: float | None = None) -> float:
+        if self.oldest_unreplicated is None:
+            return 0.0
+        return max(0.0, (now or time.time()) - self.oldest_unreplicated)
+
+
+def _unix(at: str) -> float:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
+class Replicator:
+    """One per daemon. `prepare()` once (refusals are `ReplicaBucketError`), then `run()`."""
+
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        root: Path,
+        s3: S3Client,
+        *,
+        state: State | None = None,
+        durable_seq: Callable[[], int] | None = None,
+        checked: bool = True,
+    ) -> None:
+        self.config = config
+        self.root = root
+        self.s3 = s3
+        self.state = state
+        self.durable_seq = durable_seq or (lambda: 1 << 62)
+        self.stats = ReplicaStats()
+        self._segment = 1
+        self._offset = 0  # bytes of self._segment in the bucket (or in the chunk being built)
+        self._open: Chunk | None = None
+        self._closed: Chunk | None = None
+        self._failures_in_row = 0
+        self._checked = checked  # the start-up check passed (else prepare() runs it)
+        self._prepared = False
+
+    # --- start ---------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """The bucket check (when start-up could not reach it), stale multipart uploads
+        aborted, and where to resume. Run by `run()` / `catch_up()` before the first round."""
+        if not self._checked:
+            for warning in await check_bucket(self.s3, self.config):
+                log().warning("replica_bucket_warning", warning=warning)
+            self._checked = True
+        aborted = await abort_stale_uploads(self.s3, self.config.bucket, self.config.prefix)
+        if aborted:
+            log().warning("replica_stale_uploads_aborted", count=aborted)
+        await self._resume_point()
+        self._prepared = True
+
+    async def _resume_point(self) -> None:
+        hint = self.state.get_meta(META_POSITION) if self.state else None
+        start_after = ""
+        if hint:
+            start_after = json.loads(hint)["key"]
+        last = await self._last_chunk(start_after)
+        if last is None and start_after:
+            # The hint's own chunk: trust it only if the bucket still has it.
+            last = await self._last_chunk("")
+        if last is None:
+            self._segment, self._offset, self.stats.replicated_seq = 1, 0, 0
+            return
+        self._segment = last.segment
+        self._offset = await self._offset_after(last.segment, last.last)
+        self.stats.replicated_seq = last.last
+
+    async def _last_chunk(self, start_after: str) -> ChunkKey | None:
+        prefix = f"{self.config.prefix}manifest/"
+        paginator = self.s3.get_paginator("list_objects_v2")
+        found: ChunkKey | None = None
+        kwargs: dict[str, Any] = {"Bucket": self.config.bucket, "Prefix": prefix}
+        if start_after:
+            kwargs["StartAfter"] = start_after
+        async for page in paginator.paginate(**kwargs):
+            for obj in page.get("Contents", []):
+                parsed = parse_key(self.config.prefix, obj.get("Key", ""))
+                if isinstance(parsed, ChunkKey) and (
+                    found is None or (parsed.segment, parsed.last) > (found.segment, found.last)
+                ):
+                    found = parsed
+        return found
+
+    async def _offset_after(self, segment: int, seq: int) -> int:
+        """The byte offset just after line `seq` in `segment` (the local copy)."""
+        path = manifest_dir(self.root) / f"{segment:06d}.jsonl"
+        offset = 0
+        async with aiofiles.open(path, "rb") as fh:
+            async for line in fh:
+                offset += len(line)
+                if json.loads(line)["seq"] == seq:
+                    return offset
+        raise ReplicaConflict(
+            chunk_key(self.config.prefix, segment, seq, seq),
+            f"the bucket's head (seq {seq}) is not in local segment {segment}",
+        )
+
+    # --- the task ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = min(1.0, self.config.max_lag / 4)
+        while not stop.is_set() and self.stats.stopped is None:
+            try:
+                await self.step(flush=False)
+                self._failures_in_row = 0
+                delay = interval
+            except ReplicaConflict as exc:
+                self.stats.stopped = str(exc)
+                self.stats.failures["conflict"] += 1
+                log().error("replica_conflict", key=exc.key, error=str(exc))
+                return
+            except ReplicaBucketError as exc:  # found only once the bucket answered
+                self.stats.stopped = str(exc)
+                self.stats.failures["bucket"] += 1
+                log().error("replica_bucket_refused", error=str(exc))
+                return
+            except Exception as exc:  # any failure is the bucket's: retry, never stop archiving
+                reason = describe(exc)
+                self.stats.failures[reason] += 1
+                self._failures_in_row += 1
+                delay = min(BACKOFF_MAX, 2.0 ** (self._failures_in_row - 1))
+                delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
+                log().warning("replica_retry", reason=reason, retry_in=round(delay, 1))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def catch_up(self, deadline: float) -> bool:
+        """For `run --once`: upload everything durable now, closing chunks early; True when
+        the bucket has it all before `deadline` (monotonic)."""
+        target = self.durable_seq()
+        while time.monotonic() < deadline and self.stats.stopped is None:
+            try:
+                await self.step(flush=True)
+                self._failures_in_row = 0
+            except ReplicaConflict as exc:
+                self.stats.stopped = str(exc)
+                log().error("replica_conflict", key=exc.key, error=str(exc))
+                return False
+            except Exception as exc:
+                self.stats.failures[describe(exc)] += 1
+                self._failures_in_row += 1
+                await asyncio.sleep(min(5.0, 0.5 * self._failures_in_row))
+                continue
+            if self.stats.replicated_seq >= target and self._open is None:
+                return True
+        return False
+
+    def behind(self) -> str:
+        """`replica N lines / B bytes behind` (and why it stopped, if it did)."""
+        self._measure()
+        stats = self.stats
+        text = f"replica {stats.lines_behind} lines / {stats.bytes_behind} bytes behind"
+        if stats.stopped:
+            return f"{text} (stopped: {stats.stopped})"
+        if stats.failures:
+            reasons = ", ".join(f"{n} {r}" for r, n in stats.failures.most_common(3))
+            return f"{text} (failures: {reasons})"
+        return text
+
+    async def step(self, *, flush: bool) -> None:
+        """One round: read what is new, upload what is closed, then the checkpoints."""
+        if not self._prepared:
+            await self.prepare()
+        if self._closed is not None:
+            await self._upload(self._closed)
+        await self._read(flush=flush)
+        if self._closed is not None:
+            await self._upload(self._closed)
+        await self._checkpoints()
+        self._measure()
+
+    # --- reading -------------------------------------------------------------------------
+
+    async def _read(self, *, flush: bool) -> None:
+        durable = self.durable_seq()
+        segments = dict(list_segments(manifest_dir(self.root)))
+        while self._closed is None:
+            path = segments.get(self._segment)
+            if path is None:
+                break
+            consumed = self._open.end if self._open else self._offset
+            async with aiofiles.open(path, "rb") as fh:
+                await fh.seek(consumed)
+                data = await fh.read(READ_BYTES)
+            complete = data[: data.rfind(b"\n") + 1]
+            moved = self._take(complete, durable)
+            if self._closed is not None:
+                break
+            ended = self._open.end if self._open else self._offset
+            at_end = ended >= path.stat().st_size
+            if at_end and (self._segment + 1) in segments:
+                self._close()  # the segment is complete: a chunk never straddles two
+                if self._closed is None:
+                    self._segment, self._offset = self._segment + 1, 0
+                break
+            if not moved:
+                break
+        chunk = self._open
+        if chunk is not None and self._closed is None:
+            age = time.monotonic() - chunk.opened
+            if flush or age >= self.config.max_lag / 2:
+                self._close()
+
+    def _take(self, data: bytes, durable: int) -> bool:
+        """Add complete, durable lines to the open chunk; False when none was taken."""
+        moved = False
+        start = 0
+        expected = (self._open.last if self._open else self.stats.replicated_seq) + 1
+        while start < len(data):
+            end = data.index(b"\n", start) + 1
+            line = data[start:end]
+            obj = json.loads(line)
+            seq = obj["seq"]
+            if seq > durable:
+                break
+            if seq != expected:
+                raise ReplicaConflict(
+                    chunk_key(self.config.prefix, self._segment, expected, expected),
+                    f"local seq {seq} follows {expected - 1}: the manifest moved under us",
+                )
+            chunk = self._open
+            if chunk is not None and chunk.size + len(line) > self.config.chunk_max_bytes:
+                self._close()
+                return True
+            if chunk is None:
+                chunk = self._open = Chunk(
+                    self._segment, self._offset, first=seq, opened=time.monotonic()
+                )
+                chunk.first_at = obj["at"]
+            chunk.lines.append(line)
+            chunk.last, chunk.last_at = seq, obj["at"]
+            if obj.get("kind") == "attachment" and isinstance(obj.get("sha256"), str):
+                chunk.blobs.append(obj["sha256"])
+            expected = seq + 1
+            start = end
+            moved = True
+        return moved
+
+    def _close(self) -> None:
+        if self._open is not None and self._open.lines:
+            self._closed, self._open = self._open, None
+
+    # --- uploading -----------------------------------------------------------------------
+
+    async def _upload(self, chunk: Chunk) -> None:
+        cfg = self.config
+        for sha in dict.fromkeys(chunk.blobs):
+            key = blob_key(cfg.prefix, sha)
+            if self.state is not None and self.state.replica_has(key):
+                continue
+            until = retain_until(datetime.now(UTC), cfg.retention_days)
+            await upload_blob(
+                self.s3,
+                cfg.bucket,
+                key,
+                blob_path(self.root, sha),
+                sha,
+                mode=cfg.lock_mode,
+                until=None if cfg.lock_mode == "none" else until,
+            )
+            self.stats.uploads["blob"] += 1
+            if self.state is not None:
+                self.state.replica_add([key])
+        key = chunk_key(cfg.prefix, chunk.segment, chunk.first, chunk.last)
+        until = retain_until(datetime.fromisoformat(chunk.last_at), cfg.retention_days)
+        crash_point("replica_before_chunk_put")
+        await put_new(
+            self.s3,
+            cfg.bucket,
+            key,
+            b"".join(chunk.lines),
+            mode=cfg.lock_mode,
+            until=None if cfg.lock_mode == "none" else until,
+            content_type="application/x-ndjson",
+        )
+        crash_point("replica_after_chunk_put")
+        self.stats.uploads["chunk"] += 1
+        self.stats.replicated_seq = chunk.last
+        self.stats.last_success = time.time()
+        self._segment, self._offset = chunk.segment, chunk.end
+        self._closed = None
+        if self.state is not None:
+            self.state.set_meta(META_POSITION, json.dumps({"key": key, "offset": chunk.end}))
+
+    async def _checkpoints(self) -> None:
+        cfg = self.config
+        for seq, path in list_checkpoints(self.root):
+            if seq > self.stats.replicated_seq:
+                break  # never a checkpoint beyond the chain the bucket holds
+            key = checkpoint_key(cfg.prefix, seq)
+            if self.state is not None and self.state.replica_has(key):
+                continue
+            async with aiofiles.open(path, "rb") as fh:
+                note = await fh.read()
+            until = retain_until(datetime.now(UTC), cfg.retention_days)
+            await put_new(
+                self.s3,
+                cfg.bucket,
+                key,
+                note,
+                mode=cfg.lock_mode,
+                until=None if cfg.lock_mode == "none" else until,
+                content_type="text/plain; charset=utf-8",
+            )
+            self.stats.uploads["checkpoint"] += 1
+            if self.state is not None:
+                self.state.replica_add([key])
+
+    # --- lag -----------------------------------------------------------------------------
+
+    def _measure(self) -> None:
+        stats = self.stats
+        durable = self.durable_seq()
+        if durable >= 1 << 62:  # no writer to ask (tests, tools): what was read is the bound
+            durable = self._open.last if self._open else stats.replicated_seq
+            durable = max(durable, self._closed.last if self._closed else 0)
+        stats.lines_behind = max(0, durable - stats.replicated_seq)
+        behind = 0
+        for n, path in list_segments(manifest_dir(self.root)):
+            if n >= self._segment:
+                behind += path.stat().st_size
+        stats.bytes_behind = max(0, behind - self._offset) if stats.lines_behind else 0
+        pending = self._closed or self._open
+        if pending is not None:
+            stats.oldest_unreplicated = _unix(pending.first_at)
+        elif stats.lines_behind == 0:
+            stats.oldest_unreplicated = None
+        elif stats.oldest_unreplicated is None:
+            stats.oldest_unreplicated = time.time()
