@@ -69,3 +69,36 @@ async def test_a_full_run_replicates_byte_for_byte_and_locked(
                 Key=victim,
                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC)},
             )
+
+
+@pytest.mark.parametrize("case", ["no_lock", "wrong_secret"])
+def test_a_bucket_that_cannot_hold_worm_records_is_exit_2(
+    tmp_path: Path, s3: SeaweedS3, locked_bucket: str, plain_bucket: str, case: str
+) -> None:
+    import subprocess
+    import sys
+
+    sim = {
+        "api_url": "http://127.0.0.1:9/v2",
+        "oauth_url": "http://127.0.0.1:9/oauth/token",
+        "account_id": "acc",
+        "client_id": "cid",
+        "client_secret": "zoom-secret",
+    }
+    bucket = plain_bucket if case == "no_lock" else locked_bucket
+    secret = "0" * 40 if case == "wrong_secret" else None
+    extra = replica_section(s3, bucket, tmp_path, secret=secret)
+    path = write_config(tmp_path, sim, extra=extra)
+    done = subprocess.run(
+        [sys.executable, "-m", "archiver", "run", "--config", str(path), "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    if case == "no_lock":
+        assert "no Object Lock" in done.stderr and 'lock_mode = "none"' in done.stderr
+    else:
+        assert "refused the credentials" in done.stderr
+        assert "0" * 40 not in done.stderr and s3.secret_access_key not in done.stderr
+    assert not (tmp_path / "archive").exists()  # refused before ROOT was touched
