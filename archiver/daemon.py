@@ -40,11 +40,13 @@ from archiver.ops.progress import progress_loop, snapshot
 from archiver.ops.sdnotify import Notifier, watchdog_loop
 from archiver.ops.status import META_BUDGET
 from archiver.replica.service import once_verdict, replica_bucket, replica_task
+from archiver.store import checkpoint
 from archiver.store.checkpointer import checkpoints, load_signer
 from archiver.store.layout import prepare_root
 from archiver.store.lock import ArchiveLock
 from archiver.store.recovery import check_startup
 from archiver.store.state import State
+from archiver.store.stateview import META_CLEAN_STOP
 from archiver.store.writer import ManifestWriter
 from archiver.sync.session import SessionSync
 from archiver.sync.supervisor import PARK_LIMIT_ONCE, Supervisor
@@ -116,7 +118,10 @@ async def open_archive(config: Config) -> AsyncIterator[tuple[State, ManifestWri
     with ArchiveLock(root):
         # Read-only, before anything else is written to ROOT: damage that is not a torn
         # final line stops the start here and leaves the archive exactly as it was found.
-        await asyncio.to_thread(check_startup, root)
+        # With a key, the newest note it signed must agree with the manifest.
+        origin = checkpoint.origin_for(config.zoom.account_id)
+        public = key.public_key() if key is not None else None
+        await asyncio.to_thread(check_startup, root, public, origin)
         prepare_root(root)  # after the lock: it empties tmp/, which a running daemon uses
         state = State.open(root)
         try:
@@ -125,7 +130,8 @@ async def open_archive(config: Config) -> AsyncIterator[tuple[State, ManifestWri
                 await writer.append_event("start", version=__version__)
                 async with checkpoints(config, key, writer):
                     yield state, writer
-                    await writer.append_event("stop")
+                    stop = await writer.append_event("stop")
+                    state.set_meta(META_CLEAN_STOP, str(stop))  # nothing but start-up follows
             finally:
                 await writer.close()
         finally:

@@ -183,25 +183,67 @@ def newest_checkpoint(root: Path) -> Checkpoint | None:
     return None
 
 
+class CheckpointConflict(FileExistsError):
+    """checkpoints/<seq>.note exists and says another head: evidence, never overwritten."""
+
+    def __init__(self, path: Path, found: str, wanted: str) -> None:
+        super().__init__(
+            f"{CHECKPOINTS_DIR}/{path.name} exists and says head {found[:16]}..., not "
+            f"{wanted[:16]}...: a note is never overwritten"
+        )
+        self.path, self.found, self.wanted = path, found, wanted
+
+
 def write_note(root: Path, seq: int, note: bytes) -> Path:
-    """ROOT/checkpoints/<seq>.note, atomically: tmp file, fsync, rename, fsync the folder."""
+    """ROOT/checkpoints/<seq>.note, atomically and exclusively: a new tmp file (O_EXCL,
+    O_NOFOLLOW: a link planted in tmp/ is never followed), fsync, hard-linked into place
+    (which fails if the name exists: a note is never replaced), fsync the folder.
+
+    An existing note for the same seq and head is left as it is; one with another head (or
+    that is no note) raises CheckpointConflict: it is evidence."""
     directory = root / CHECKPOINTS_DIR
     if not directory.is_dir():
         directory.mkdir(mode=0o700, exist_ok=True)
         fsync_dir(root)
     target = directory / note_name(seq)
     tmp = root / TMP_DIR / f"{note_name(seq)}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     try:
-        view = memoryview(note)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        fd = os.open(tmp, flags, 0o644)
+    except FileExistsError:
+        tmp.unlink()  # ours from a crash, or planted: removes the name, never its target
+        fd = os.open(tmp, flags, 0o644)
+    try:
+        try:
+            view = memoryview(note)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, target, follow_symlinks=False)
+        except FileExistsError:
+            _same_note(target, note)
+            return target
     finally:
-        os.close(fd)
-    os.replace(tmp, target)
+        tmp.unlink(missing_ok=True)
     fsync_dir(directory)
     return target
+
+
+def _same_note(path: Path, note: bytes) -> None:
+    """Raise CheckpointConflict unless `path` is a regular note for the seq and head of
+    `note` (a second signature of the same head, at another time, adds nothing)."""
+    wanted = parse(note)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as stream:
+            found = parse(stream.read(64 * 1024)).head
+    except (OSError, ValueError):
+        found = "?" * 16  # a link, a folder or not a note: evidence as much as another head
+    if found != wanted.head:
+        raise CheckpointConflict(path, found, wanted.head)
 
 
 def utc_seconds(now: datetime | None = None) -> str:

@@ -1,8 +1,10 @@
-"""The daemon's checkpoint task: a signed note every `checkpoint_interval` while the head
-moves, and one at every clean stop (store/checkpoint.py has the format).
+"""The daemon's checkpoint task: a signed note right after the run's `start` line, one every
+`checkpoint_interval` while the head moves, and one at every clean stop (store/checkpoint.py
+has the format).
 
-Each note is written to ROOT/checkpoints/ and logged (event `checkpoint` with seq, head and
-signature): the journal is a second place it lives, outside the archive's own disk. Without a
+Each note is written to ROOT/checkpoints/ (never over another) and logged (event
+`checkpoint` with seq, head, origin, time, signature and the whole note text): the journal is
+a second place it lives, outside the archive's own disk. Without a
 key there are no checkpoints, and the start-up log says so.
 """
 
@@ -14,10 +16,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from archiver.config import Config, read_signing_key
-from archiver.errors import ConfigError, StorageError
+from archiver.errors import ConfigError, ManifestCorruptError, StorageError
 from archiver.ops.logs import get_logger
 from archiver.store import checkpoint
 
@@ -40,10 +43,12 @@ def load_signer(config: Config) -> Ed25519PrivateKey | None:
         return None
     try:
         return checkpoint.load_private_key(secret.reveal().encode())
-    except ValueError:
-        # No detail from the parser: it could quote the key's bytes.
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # No detail from the parser: it could quote the key's bytes. TypeError: the key is
+        # encrypted (no password is given); UnsupportedAlgorithm: a key type or cipher the
+        # library does not know.
         raise ConfigError(
-            "is not an Ed25519 private key in PKCS#8 PEM (make one with `keygen`)",
+            "is not an unencrypted Ed25519 private key in PKCS#8 PEM (make one with `keygen`)",
             file=config.source,
             key="archive.signing_key_file",
         ) from None
@@ -62,10 +67,25 @@ class Checkpointer:
         note = checkpoint.sign(self.key, self.origin, seq, head, checkpoint.utc_seconds())
         try:
             path = await asyncio.to_thread(checkpoint.write_note, self.root, seq, note)
+        except checkpoint.CheckpointConflict as exc:
+            raise ManifestCorruptError(
+                f"{exc}; the manifest's line seq {seq} hashes to {head[:16]}...: lines were "
+                "removed or replaced since that note was signed. Run `zoom-sms-archiver verify "
+                "ROOT --trust PUB`; restore ROOT from a replica (`restore`) or a backup"
+            ) from None
         except OSError as exc:
             raise StorageError(exc.errno, f"cannot write a checkpoint: {exc.strerror}") from exc
         self.last_seq = seq
-        log().info("checkpoint", seq=seq, head=head, signature=checkpoint.signature_of(note))
+        # The whole note: the journal copy can be checked on its own (`verify --checkpoints`).
+        log().info(
+            "checkpoint",
+            seq=seq,
+            head=head,
+            origin=self.origin,
+            time=checkpoint.parse(note).time,
+            signature=checkpoint.signature_of(note),
+            note=note.decode(),
+        )
         return path
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
@@ -97,6 +117,11 @@ async def checkpoints(
         return
     origin = checkpoint.origin_for(config.zoom.account_id)
     signer = Checkpointer(config.root, key, origin, writer)
+    # The head now is the run's `start` line (and the start-up events before it). Signed
+    # before anything else is written, it is what makes a checkpointed `stop` followed by
+    # other lines proof that they are not this daemon's (recovery.py, verify.py). A failure
+    # here fails the start: archiving on would make the next start refuse.
+    await signer.write()
     stop = asyncio.Event()
     task = asyncio.create_task(signer.run(config.archive.checkpoint_interval, stop))
     try:

@@ -260,6 +260,10 @@ class State:
                 (key, value),
             )
 
+    def delete_meta(self, key: str) -> None:
+        with transaction(self._conn) as conn:
+            conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # --- replica (archiver/replica/): keys known to be in the bucket -----------------------
     # Created on first use, outside the schema version: a bucket's content does not change
     # with the local schema, and a lost table is rebuilt by HEADing the bucket again.

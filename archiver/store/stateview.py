@@ -21,6 +21,9 @@ from archiver.store.schema import SCHEMA_VERSION
 # cache, which is worth a `state_rebuilt` event. With it, seq 0 only means no line was
 # applied yet (a crash after the first fsync, before the index caught up).
 META_INDEX_STARTED: Final = "manifest_index_started"
+# The seq of the `stop` line of the daemon's last clean stop, removed when it next opens the
+# writer: while it is set, only start-up events may follow that line (recovery.py).
+META_CLEAN_STOP: Final = "manifest_clean_stop"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class IndexPosition:
     seq: int
     head: str
     started: bool  # META_INDEX_STARTED was set
+    clean_stop: int | None = None  # META_CLEAN_STOP
 
 
 def _connect(path: Path, *, locked: bool) -> sqlite3.Connection:
@@ -52,11 +56,15 @@ def read_position(path: Path, *, locked: bool = True) -> IndexPosition | None:
             started = conn.execute(
                 "SELECT 1 FROM meta WHERE key = ?", (META_INDEX_STARTED,)
             ).fetchone()
+            stop = conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (META_CLEAN_STOP,)
+            ).fetchone()
     except sqlite3.Error:
         return None
     if row is None:
         return None
-    return IndexPosition(int(row[0]), str(row[1]), started is not None)
+    clean_stop = int(stop[0]) if stop is not None and str(stop[0]).isdigit() else None
+    return IndexPosition(int(row[0]), str(row[1]), started is not None, clean_stop)
 
 
 def pending_attachments(path: Path) -> tuple[int, set[tuple[str, str, str]]] | None:
@@ -65,7 +73,9 @@ def pending_attachments(path: Path) -> tuple[int, set[tuple[str, str, str]]] | N
     if not path.is_file():
         return None
     try:
-        with closing(_connect(path, locked=False)) as conn:
+        # As if locked: with no -wal file nobody writes it now, and `immutable` leaves ROOT
+        # as it is (mode=ro would create -wal/-shm beside it; verify never writes into ROOT).
+        with closing(_connect(path, locked=True)) as conn:
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 return None
             (seq,) = conn.execute("SELECT seq FROM manifest_index").fetchone()

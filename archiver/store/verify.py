@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import os
 import random
+import re
 import sqlite3
 import stat
 import time
@@ -36,6 +37,7 @@ from archiver.store.layout import (
     BLOBS_DIR,
     CHECKPOINTS_DIR,
     MANIFEST_DIR,
+    RECOVERED_DIR,
     STATE_FILE,
     blob_relpath,
     missing_segments,
@@ -47,13 +49,13 @@ from archiver.store.manifest import (
     is_hex_digest,
     line_hash,
     line_problems,
-    link_problem,
-    parse_line,
     parse_segment_name,
     segment_name,
 )
+from archiver.store.recovery import chain_step, is_startup_event
 from archiver.store.stateview import pending_attachments
 
+_NOTE_FILE: Final = re.compile(r"\d{12,}\.note")
 MAX_PROBLEMS: Final = 1000  # beyond this the report only counts them
 TAIL_WAIT: Final = 2.0  # seconds an unterminated last line is given to be finished
 
@@ -98,6 +100,7 @@ class VerifyReport:
     attachments_pending: int = 0  # listed, no line yet, still in the state's download ledger
     checkpoints_seen: int = 0
     checkpoints_checked: int = 0  # signature verified by a trusted key and head found
+    origins: list[str] = field(default_factory=list)  # of the notes seen (one per archive)
     problems: list[Problem] = field(default_factory=list)
     problems_omitted: int = 0
     warnings: list[Problem] = field(default_factory=list)
@@ -112,10 +115,14 @@ def verify_archive(
     trust: Sequence[Ed25519PublicKey] = (),
     expect_head: tuple[int, str] | None = None,
     complete: bool = False,
+    account: str | None = None,
+    checkpoint_dirs: Sequence[Path] = (),
 ) -> VerifyReport:
     """Check the chain, every line, the rules across lines, every blob's size and (for
-    `sample_pct` percent of them) hash; with `trust`, every checkpoint; with `expect_head`,
-    that the manifest holds that (seq, hash). `complete`: a pending attachment is a problem."""
+    `sample_pct` percent of them) hash; with `trust`, every checkpoint (in ROOT/checkpoints/
+    and in each of `checkpoint_dirs`, notes kept elsewhere); with `expect_head`, that the
+    manifest holds that (seq, hash). `complete`: a pending attachment is a problem.
+    `account`: every note's origin must be that account's."""
     if not 0.0 <= sample_pct <= 100.0:
         raise ValueError(f"sample_pct must be within 0..100, not {sample_pct}")
     return _Verifier(
@@ -125,6 +132,8 @@ def verify_archive(
         trust=list(trust),
         expect_head=expect_head,
         complete=complete,
+        account=account,
+        checkpoint_dirs=list(checkpoint_dirs),
     ).run()
 
 
@@ -138,8 +147,17 @@ class _Verifier:
         trust: list[Ed25519PublicKey],
         expect_head: tuple[int, str] | None,
         complete: bool,
+        account: str | None = None,
+        checkpoint_dirs: list[Path] | None = None,
     ) -> None:
         self.root = root
+        self.account, self.checkpoint_dirs = account, checkpoint_dirs or []
+        # The rule after a `stop` line: the place of the stop; whether a trusted note
+        # vouched for it (then only a vouched-for `start` line ends the rule).
+        self.after_stop: Place | None = None
+        self.signed_stop: Place | None = None
+        self.segment_starts: list[tuple[int, Path]] = []  # (seq of first line, segment)
+        self.past_claims: list[tuple[int, str, Place]] = []  # state_rebuilt old heads
         self.real_root = root.resolve()
         self.report = VerifyReport(root=str(root), sample_pct=sample_pct)
         self.rng = random.Random(rng_seed)  # noqa: S311 - picks a sample, guards nothing
@@ -179,6 +197,7 @@ class _Verifier:
             self.orphans()
             self.unsettled()
             self.heads_not_found()
+            self.rebuilt_heads()
         finally:
             self.refs.close()
             self.cross.close()
@@ -187,9 +206,31 @@ class _Verifier:
         return self.report
 
     def checkpoints(self) -> None:
-        """Read ROOT/checkpoints/ first, so the stream can compare each one's head."""
-        notes = list_checkpoints(self.root)
+        """Read ROOT/checkpoints/ (and the folders of notes kept elsewhere) first, so the
+        stream can compare each one's head."""
+        self.checkpoint_entries()
+        notes = [
+            (seq, path, f"{CHECKPOINTS_DIR}/{path.name}")
+            for seq, path in list_checkpoints(self.root)
+        ]
+        for directory in self.checkpoint_dirs:
+            for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+                if entry.name.endswith(".note") and entry.is_file(follow_symlinks=False):
+                    notes.append((0, Path(entry.path), entry.path))
         self.report.checkpoints_seen = len(notes)
+        origins: dict[str, str] = {}
+        parsed = []
+        for seq, path, rel in notes:
+            try:
+                note = checkpoint.parse(path.read_bytes())
+            except (OSError, ValueError) as exc:
+                if self.trust:
+                    self.problem("checkpoint_invalid", rel, f"not a checkpoint note: {exc}")
+                continue
+            origins.setdefault(note.origin, rel)
+            parsed.append((seq, rel, note))
+        self.report.origins = sorted(origins)
+        self.origin_rules(origins)
         if not self.trust:
             if notes:
                 self.warning(
@@ -200,21 +241,47 @@ class _Verifier:
             return
         if not notes:
             self.problem("checkpoint_missing", f"{CHECKPOINTS_DIR}/", "no checkpoint to check")
-        for seq, path in notes:
-            rel = f"{CHECKPOINTS_DIR}/{path.name}"
-            try:
-                note = checkpoint.parse(path.read_bytes())
-            except (OSError, ValueError) as exc:
-                self.problem("checkpoint_invalid", rel, f"not a checkpoint note: {exc}")
-                continue
+        for seq, rel, note in parsed:
             refused = checkpoint.verify(note, self.trust)
             if refused is not None:
                 self.problem("checkpoint_signature", rel, refused)
                 continue
-            if note.seq != seq:
+            if seq and note.seq != seq:
                 self.problem("checkpoint_invalid", rel, f"the note is for seq {note.seq}")
                 continue
-            self.heads_wanted.setdefault(seq, []).append((rel, note.head))
+            self.heads_wanted.setdefault(note.seq, []).append((rel, note.head))
+
+    def checkpoint_entries(self) -> None:
+        """Anything in ROOT/checkpoints/ that is not a regular note file: a link or a folder
+        where a note should be is a problem (the daemon writes regular files only)."""
+        directory = self.root / CHECKPOINTS_DIR
+        if not directory.is_dir():
+            return
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            rel = f"{CHECKPOINTS_DIR}/{entry.name}"
+            if not entry.is_file(follow_symlinks=False):
+                self.problem("checkpoint_not_file", rel, "not a regular file (a link or folder)")
+            elif not _NOTE_FILE.fullmatch(entry.name):
+                self.warning("unexpected_file", rel, "not a checkpoint note name")
+
+    def origin_rules(self, origins: dict[str, str]) -> None:
+        """One archive, one account: every note must carry the same origin (and, with
+        --account, that account's)."""
+        if self.account is not None:
+            wanted = checkpoint.origin_for(self.account)
+            for origin, rel in sorted(origins.items()):
+                if origin != wanted:
+                    self.problem(
+                        "checkpoint_origin", rel, f"origin {origin!r}, not {wanted!r} (--account)"
+                    )
+        elif len(origins) > 1:
+            for origin, rel in sorted(origins.items()):
+                self.problem(
+                    "checkpoint_origin",
+                    rel,
+                    f"origin {origin!r}: the notes of one archive carry {len(origins)} origins "
+                    "(one key per account; give --account ID to say which is right)",
+                )
 
     def segments(self, directory: Path) -> list[tuple[int, Path]]:
         found = []
@@ -234,6 +301,7 @@ class _Verifier:
     def segment(self, n: int, path: Path, *, last: bool) -> None:
         name = segment_name(n)
         lineno = offset = 0
+        self.segment_starts.append((self.seq + 1, path))
         with path.open("rb") as stream:
             for lineno, raw in enumerate(stream, 1):
                 if last and not raw.endswith(b"\n"):
@@ -259,28 +327,63 @@ class _Verifier:
         where = place.where
         if body is raw:
             self.problem("unterminated_line", where, "no newline at the end (a torn write?)", place)
-        try:
-            obj = parse_line(body)
-        except ValueError as exc:
-            self.problem("invalid_json", where, f"not a JSON object: {exc}", place)
+        obj, link = chain_step(body, expected, prev)
+        if obj is None:
+            self.problem("invalid_json", where, link or "not a JSON object", place)
             return
         if canonical(obj) != body:
             self.problem(
                 "not_canonical", where, "bytes differ from the canonical JSON encoding", place
             )
-        link = link_problem(obj, expected, prev)
         if link is not None:
             self.problem("chain_broken", where, link, place)
             if isinstance(obj.get("seq"), int) and not isinstance(obj["seq"], bool):
                 self.seq = obj["seq"]  # follow the chain on from what is there
                 place = Place(segment, lineno, self.seq)
-        self.head_claims(place)
+        vouched = self.head_claims(place)
+        self.stop_rule(obj, place, vouched=vouched)
         problems = line_problems(obj)
         for detail in problems:
             self.problem("bad_entry", where, detail, place)
         self.count(obj, place, problems)
 
-    def head_claims(self, place: Place) -> None:
+    def stop_rule(self, obj: dict[str, Any], place: Place, *, vouched: bool) -> None:
+        """After a `stop` the daemon writes its start-up events and its `start` line, and
+        (with a key) signs that start line before anything else. So a line after a stop
+        before the next `start`, or (with --trust) after a checkpointed stop before the next
+        checkpointed `start`, is not the daemon's."""
+        event = obj.get("event") if obj.get("kind") == "event" else None
+        if event == "stop":
+            self.after_stop = place
+            self.signed_stop = place if vouched else None
+            return
+        if is_startup_event(obj):
+            if event == "start":
+                self.after_stop = None
+                if vouched:
+                    self.signed_stop = None
+            return
+        stop = self.after_stop or self.signed_stop
+        if stop is None:
+            return
+        what = (
+            f"the stop at seq {stop.seq} ({stop.where}) and no `start` line between"
+            if self.after_stop is not None
+            else f"the checkpointed stop at seq {stop.seq} ({stop.where}) with no checkpointed "
+            "`start` line between (the daemon signs its start line before it writes anything "
+            "else)"
+        )
+        self.problem(
+            "after_stop",
+            place.where,
+            f"a {event or obj.get('kind')!s} line after {what}: not written by the daemon",
+            place,
+        )
+        self.after_stop = self.signed_stop = None  # one problem per intrusion
+
+    def head_claims(self, place: Place) -> bool:
+        """Check the heads claimed for this seq; whether a trusted checkpoint vouched for it."""
+        vouched = False
         for source, head in self.heads_wanted.pop(place.seq, []):
             if head != self.head:
                 self.problem(
@@ -290,8 +393,10 @@ class _Verifier:
                     f"hashes to {self.head[:16]}... (the chain was rewritten or lines replaced)",
                     place,
                 )
-            elif source.startswith(CHECKPOINTS_DIR):
+            elif source != "--expect-head":
                 self.report.checkpoints_checked += 1
+                vouched = True
+        return vouched
 
     def count(self, obj: dict[str, Any], place: Place, problems: list[str]) -> None:
         kind = obj.get("kind")
@@ -309,11 +414,88 @@ class _Verifier:
                 self.cross.settled(obj)
         elif kind == "event":
             self.report.events += 1
+            if not problems:
+                self.event(obj, place)
         elif kind == "attachment":
             self.report.attachments += 1
             if not problems:
                 self.cross.settled(obj)
                 self.blob(obj, place)
+
+    def event(self, obj: dict[str, Any], place: Place) -> None:
+        """What start-up recorded: the evidence it kept must be there, unchanged; a rebuild
+        that lost lines (or went on from another chain) stays a problem for good."""
+        if obj["event"] == "torn_tail_repaired":
+            self.evidence(obj.get("recovered"), obj.get("sha256"), obj.get("bytes_removed"), place)
+        elif obj["event"] == "state_rebuilt":
+            for item in obj.get("checkpoints_set_aside") or []:
+                if isinstance(item, dict):
+                    self.evidence(item.get("path"), item.get("sha256"), item.get("size"), place)
+            old_seq, old_head, new_seq = obj.get("old_seq"), obj.get("old_head"), obj.get("new_seq")
+            if not isinstance(old_seq, int) or isinstance(old_seq, bool):
+                return
+            if isinstance(new_seq, int) and old_seq > new_seq:
+                self.problem(
+                    "lines_lost",
+                    place.where,
+                    f"state_rebuilt: old_seq {old_seq} > new_seq {new_seq}: the archive had "
+                    f"reached seq {old_seq} and lost {old_seq - new_seq} lines from its end",
+                    place,
+                )
+            elif isinstance(old_head, str):
+                self.past_claims.append((old_seq, old_head, place))
+
+    def evidence(self, rel: object, sha: object, size: object, place: Place) -> None:
+        """A file start-up kept in ROOT/recovered/, named by an event with its hash and size."""
+        where = place.where
+        if not isinstance(rel, str) or not rel.startswith(f"{RECOVERED_DIR}/") or ".." in rel:
+            self.problem("evidence_missing", where, f"names no file in {RECOVERED_DIR}/", place)
+            return
+        path = self.root / rel
+        try:
+            info = path.lstat()
+        except OSError:
+            self.problem("evidence_missing", rel, f"kept by the event at {where}, now gone", place)
+            return
+        if not stat.S_ISREG(info.st_mode) or not path.resolve().is_relative_to(self.real_root):
+            self.problem("evidence_missing", rel, "not a regular file inside the archive", place)
+            return
+        with path.open("rb") as stream:
+            actual = hashlib.file_digest(stream, "sha256").hexdigest()
+        if actual != sha or info.st_size != size:
+            self.problem(
+                "evidence_altered",
+                rel,
+                f"{info.st_size} bytes hashing to {actual[:16]}...; the event at {where} kept "
+                f"{size} bytes hashing to {str(sha)[:16]}...",
+                place,
+            )
+
+    def rebuilt_heads(self) -> None:
+        """Each state_rebuilt's old head must be the manifest's line at old_seq: one more
+        read of the few segments concerned, after the stream."""
+        for old_seq, old_head, place in self.past_claims:
+            found = self.hash_at(old_seq)
+            if found != old_head:
+                self.problem(
+                    "lines_lost",
+                    place.where,
+                    f"state_rebuilt: old head {old_head[:16]}... at seq {old_seq} is not in the "
+                    f"chain (the line there hashes to {(found or '-')[:16]}...): the archive "
+                    "went on from another chain",
+                    place,
+                )
+
+    def hash_at(self, seq: int) -> str | None:
+        starts = [(first, path) for first, path in self.segment_starts if first <= seq]
+        if not starts or seq > self.seq:
+            return None
+        first, path = starts[-1]
+        with path.open("rb") as stream:
+            for i, raw in enumerate(stream):
+                if first + i == seq:
+                    return line_hash(raw.rstrip(b"\n"))
+        return None
 
     def blob(self, obj: dict[str, Any], place: Place) -> None:
         sha, rel, where = obj["sha256"], blob_relpath(obj["sha256"]), place.where

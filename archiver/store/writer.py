@@ -51,10 +51,10 @@ from archiver.store.manifest import (
     segment_name,
     utc_now_rfc3339,
 )
-from archiver.store.recovery import Tail, recover
+from archiver.store.recovery import Tail, recover, set_aside_notes
 from archiver.store.segments import SegmentAppender
 from archiver.store.state import State
-from archiver.store.stateview import META_INDEX_STARTED
+from archiver.store.stateview import META_CLEAN_STOP, META_INDEX_STARTED
 
 SEGMENT_MAX_BYTES: Final = 64 * 1024 * 1024
 _ENTRY_KINDS: Final = frozenset({"attachment", "attachment_failed", "event"})
@@ -119,8 +119,10 @@ class ManifestWriter:
         self = cls(root, state.path, segment_max_bytes)
         loop = asyncio.get_running_loop()
         started = state.get_meta(META_INDEX_STARTED) is not None
+        stop = state.get_meta(META_CLEAN_STOP)
+        clean_stop = int(stop) if stop is not None and stop.isdigit() else None
         try:
-            tail = await loop.run_in_executor(self._executor, self._start, started)
+            tail = await loop.run_in_executor(self._executor, self._start, started, clean_stop)
             state.set_meta(META_INDEX_STARTED, "1")
         except BaseException:
             await self._shutdown_thread()
@@ -128,6 +130,8 @@ class ManifestWriter:
         self._task = asyncio.create_task(self._run(), name="manifest-writer")
         try:
             await self._record_start_up(root, tail)
+            # From here this writer may append anything: the clean stop is behind it.
+            state.delete_meta(META_CLEAN_STOP)
         except BaseException:
             await self.close()
             raise
@@ -149,12 +153,20 @@ class ManifestWriter:
             # The old head is what this archive last attested, if it kept checkpoints: a
             # state that was removed cannot say what it had seen.
             old = newest_checkpoint(root)
-            rebuilt = {
+            rebuilt: dict[str, Any] = {
                 "old_seq": old.seq if old else None,
                 "old_head": old.head if old else None,
                 "new_seq": tail.seq,
                 "new_head": tail.head,
             }
+            # Notes beyond the manifest's end: the chain goes on through their seqs, and a
+            # note is never overwritten. Kept in recovered/, named here; `verify` reports the
+            # loss (old_seq > new_seq) for good.
+            moved = await asyncio.to_thread(set_aside_notes, root, tail.seq)
+            if moved:
+                rebuilt["checkpoints_set_aside"] = moved
+            if tail.contradicted:
+                log().error("state_rebuilt_over_signed_checkpoint", detail=tail.contradicted)
             log().warning("state_rebuilt", **rebuilt)
             await self.append_event("state_rebuilt", **rebuilt)
 
@@ -297,10 +309,10 @@ class ManifestWriter:
 
     # --- writer thread -------------------------------------------------------------------------
 
-    def _start(self, started: bool) -> Tail:
+    def _start(self, started: bool, clean_stop: int | None) -> Tail:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._index = ManifestIndex(self._state_path)
-        tail = recover(self._dir, self._index, started=started)
+        tail = recover(self._dir, self._index, started=started, clean_stop=clean_stop)
         if tail.replayed:
             log().info("manifest_index_replayed", lines=tail.replayed)
         self._segments = SegmentAppender(self._dir, tail.segment, tail.size, self._max)

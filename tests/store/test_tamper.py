@@ -298,13 +298,18 @@ def same_size_other_bytes(root: Path) -> None:
 
 def append_chained(root: Path, make: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> None:
     """Append a line built from the archive's lines, chained correctly: no crash made it, and
-    only the rules across lines can show it."""
+    only the rules across lines can show it. The archive ends in a `stop`, after which the
+    daemon writes a `start` first (anything else there is `after_stop`): so does this."""
     lines = all_lines(root)
     last = segments(root)[-1]
     raw_last = lines_of(last)[-1]
-    obj = {**make(lines), "seq": lines[-1]["seq"] + 1, "prev": line_hash(raw_last)}
+    assert lines[-1].get("event") == "stop"
+    begin = {"kind": "event", "event": "start", "at": lines[-1]["at"]}
+    begin.update(seq=lines[-1]["seq"] + 1, prev=line_hash(raw_last))
+    raw_start = canonical(begin)
+    obj = {**make(lines), "seq": lines[-1]["seq"] + 2, "prev": line_hash(raw_start)}
     with last.open("ab") as out:
-        out.write(canonical(obj) + b"\n")
+        out.write(raw_start + b"\n" + canonical(obj) + b"\n")
 
 
 def duplicate_line(root: Path) -> None:
