@@ -59,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
         "to HASH",
     )
     verify.add_argument(
+        "--checkpoints",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of checkpoint notes kept elsewhere (a replica, the journal's copies), "
+        "checked with --trust like ROOT/checkpoints; repeatable",
+    )
+    verify.add_argument(
+        "--account",
+        metavar="ID",
+        help="the Zoom account the archive is for: every note's origin must be its own",
+    )
+    verify.add_argument(
         "--complete",
         action="store_true",
         help="an attachment still pending download is a problem, not a note",
@@ -177,11 +190,18 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         trust = [_public_key(path) for path in args.trust]
         expect = _expect_head(args.expect_head) if args.expect_head else None
+        elsewhere = [_notes_dir(path, trust) for path in args.checkpoints]
     except ValueError as exc:
         print(f"zoom-sms-archiver: {exc}", file=sys.stderr)
         return EXIT_USAGE
     report = verify_archive(
-        root, sample_pct=args.sample, trust=trust, expect_head=expect, complete=args.complete
+        root,
+        sample_pct=args.sample,
+        trust=trust,
+        expect_head=expect,
+        complete=args.complete,
+        account=args.account,
+        checkpoint_dirs=elsewhere,
     )
     if args.json:
         print(json.dumps(report_to_json(report), indent=2, sort_keys=True))
@@ -199,6 +219,14 @@ def _public_key(path: str) -> Ed25519PublicKey:
         raise ValueError(f"--trust {path}: cannot be read ({exc.strerror})") from None
     except ValueError:
         raise ValueError(f"--trust {path}: not an Ed25519 public key in PEM") from None
+
+
+def _notes_dir(path: str, trust: list[Ed25519PublicKey]) -> Path:
+    if not trust:
+        raise ValueError(f"--checkpoints {path}: give --trust PUB too, to check the notes")
+    if not Path(path).is_dir():
+        raise ValueError(f"--checkpoints {path}: not a folder (give the folder of .note files)")
+    return Path(path)
 
 
 def _expect_head(value: str) -> tuple[int, str]:

@@ -630,6 +630,12 @@ def render_report(report: VerifyReport) -> str:
 
 
 def _checkpoint_summary(report: VerifyReport) -> str:
+    return _checkpoint_counts(report) + (
+        f"\n  checkpoint origins {', '.join(report.origins)}" if report.origins else ""
+    )
+
+
+def _checkpoint_counts(report: VerifyReport) -> str:
     if report.checkpoints_checked or any(
         p.kind.startswith(("checkpoint", "head_")) for p in report.problems
     ):

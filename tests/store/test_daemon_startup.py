@@ -109,6 +109,9 @@ async def test_checkpoints_at_a_clean_stop_and_in_the_journal(tmp_path: Path) ->
     # The journal holds the same head and signature: a second place the checkpoint lives.
     assert (logged[-1]["seq"], logged[-1]["head"]) == (note.seq, note.head)
     assert logged[-1]["signature"] == path.read_bytes().rstrip(b"\n").rsplit(b" ", 1)[1].decode()
+    # ... and the whole note, so the journal's copy can be checked on its own
+    assert logged[-1]["note"].encode() == path.read_bytes()
+    assert (logged[-1]["origin"], logged[-1]["time"]) == (note.origin, note.time)
     assert not [e for e in events(log) if e.get("event") == "checkpoints_disabled"]
     status = subprocess.run(
         [sys.executable, "-m", "archiver", "status", "--config", str(config)],

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from archiver.errors import ManifestCorruptError
+from archiver.store import checkpoint
+from archiver.store.checkpointer import Checkpointer
 from archiver.store.manifest import ZERO_HASH, canonical, encode_line, line_hash, record_digest
 from archiver.store.schema import transaction
 from archiver.store.state import State
@@ -309,6 +311,11 @@ async def test_whole_lines_cut_from_the_end_stop_the_start(root: Path, tmp_path:
     await writer.append_messages("s", [message(1), message(2)], "sync")
     await writer.append_messages("s", [message(3)], "sync")
     old_head = writer.head
+    key = checkpoint.load_private_key(
+        checkpoint.generate_keypair(tmp_path / "keys")[0].read_bytes()
+    )
+    await Checkpointer(root, key, checkpoint.origin_for("a"), writer).write()  # seq 3
+    note = (root / "checkpoints" / checkpoint.note_name(3)).read_bytes()
     await writer.close()
     lines = segment(root).read_bytes().splitlines()
     rewrite(segment(root), lines[:2])
@@ -329,7 +336,10 @@ async def test_whole_lines_cut_from_the_end_stop_the_start(root: Path, tmp_path:
         event = read_lines(root)[-1]
         assert event["event"] == "state_rebuilt"
         assert (event["new_seq"], event["new_head"]) == (2, line_hash(lines[1]))
-        assert old_head != event["new_head"]
+        # What the archive last attested (its signed note), not what the shorter chain says
+        assert (event["old_seq"], event["old_head"]) == (3, old_head)
+        (aside,) = event["checkpoints_set_aside"]  # the note for seq 3: kept, not overwritten
+        assert (root / aside["path"]).read_bytes() == note
     finally:
         await writer.close()
         state.close()

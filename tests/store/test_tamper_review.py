@@ -355,3 +355,67 @@ def test_verify_leaves_root_as_it_found_it(
     assert main(["verify", str(archive)]) == 0
     capsys.readouterr()
     assert sorted(p.relative_to(archive) for p in archive.rglob("*")) == before
+
+
+# --- 6: the evidence start-up keeps in recovered/ ------------------------------------------------
+
+
+def test_verify_checks_the_kept_torn_tail(archive: Path, keys: tuple[Path, Path]) -> None:
+    with segment(archive).open("ab") as out:
+        out.write(b'{"at":"2026-01-01T00:00:00Z","kind":"mess')  # a torn write
+    start(archive, keys[0])
+    (kept,) = (archive / "recovered").iterdir()
+    assert verify_archive(archive, trust=[pub(keys)]).ok
+    kept.chmod(0o600)
+    kept.write_bytes(b"something else")
+    report = verify_archive(archive)
+    assert [(p.kind, p.where) for p in report.problems] == [
+        ("evidence_altered", f"recovered/{kept.name}")
+    ]
+    kept.unlink()
+    assert [p.kind for p in verify_archive(archive).problems] == ["evidence_missing"]
+
+
+# --- 7: one origin per archive ----------------------------------------------------------------
+
+
+def test_notes_under_another_origin(archive: Path, keys: tuple[Path, Path]) -> None:
+    key = checkpoint.load_private_key(keys[0].read_bytes())
+    other = checkpoint.origin_for("some-other-account")
+    report = verify_archive(archive, trust=[pub(keys)], account=ACCOUNT)
+    assert report.ok and report.origins == [checkpoint.origin_for(ACCOUNT)]
+    paths = [path for _seq, path in checkpoint.list_checkpoints(archive)]
+    note = checkpoint.parse(paths[0].read_bytes())
+    paths[0].write_bytes(checkpoint.sign(key, other, note.seq, note.head, note.time))
+    report = verify_archive(archive, trust=[pub(keys)])
+    assert {p.kind for p in report.problems} == {"checkpoint_origin"}
+    assert report.origins == sorted([checkpoint.origin_for(ACCOUNT), other])
+    for path in paths:  # all re-signed for the other account: one origin, but not ours
+        note = checkpoint.parse(path.read_bytes())
+        path.write_bytes(checkpoint.sign(key, other, note.seq, note.head, note.time))
+    assert verify_archive(archive, trust=[pub(keys)]).ok
+    report = verify_archive(archive, trust=[pub(keys)], account=ACCOUNT)
+    assert [(p.kind, p.where) for p in report.problems] == [
+        ("checkpoint_origin", f"checkpoints/{paths[0].name}")
+    ]
+
+
+# --- 10: notes kept elsewhere ------------------------------------------------------------------
+
+
+def test_verify_checks_notes_kept_elsewhere(
+    archive: Path, keys: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "journal-notes"
+    shutil.copytree(archive / "checkpoints", elsewhere)
+    shutil.rmtree(archive / "checkpoints")
+    write(archive, lines(archive)[:-1])  # the last stop, gone with the notes in ROOT
+    (archive / "state.sqlite3").unlink()
+    args = ["verify", str(archive), "--json", "--trust", str(keys[1])]
+    assert main([*args[:3]]) == 0  # no key, no notes: nothing to see
+    capsys.readouterr()
+    assert main([*args, "--checkpoints", str(elsewhere)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [p["kind"] for p in report["problems"]] == ["head_missing"]
+    assert report["problems"][0]["where"].startswith(str(elsewhere))
+    assert main(["verify", str(archive), "--checkpoints", str(elsewhere)]) == 2
