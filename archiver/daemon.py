@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import io
 import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -39,7 +40,7 @@ from archiver.ops.metrics import Telemetry, start_server
 from archiver.ops.progress import progress_loop, snapshot
 from archiver.ops.sdnotify import Notifier, watchdog_loop
 from archiver.ops.status import META_BUDGET
-from archiver.replica.service import once_verdict, replica_bucket, replica_task
+from archiver.replica.service import ReplicaDrain, replica_bucket, replica_task
 from archiver.store import checkpoint
 from archiver.store.checkpointer import checkpoints, load_signer
 from archiver.store.layout import prepare_root
@@ -110,9 +111,12 @@ class RunOutcome:
 
 
 @contextlib.asynccontextmanager
-async def open_archive(config: Config) -> AsyncIterator[tuple[State, ManifestWriter]]:
+async def open_archive(
+    config: Config, *, after_stop: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[tuple[State, ManifestWriter]]:
     """Lock the root, check the manifest, open state and writer; record start and stop;
-    sign checkpoints while open (store/checkpointer.py)."""
+    sign checkpoints while open (store/checkpointer.py). `after_stop` runs once the stop
+    line and the closing checkpoint are durable, ROOT still locked (the replica's drain)."""
     root = config.root
     key = load_signer(config)  # a bad key is a configuration error, before anything opens
     with ArchiveLock(root):
@@ -132,6 +136,8 @@ async def open_archive(config: Config) -> AsyncIterator[tuple[State, ManifestWri
                     yield state, writer
                     stop = await writer.append_event("stop")
                     state.set_meta(META_CLEAN_STOP, str(stop))  # nothing but start-up follows
+                if after_stop is not None:
+                    await after_stop()
             finally:
                 await writer.close()
         finally:
@@ -168,9 +174,10 @@ async def run(  # noqa: PLR0915 - the run's wiring in one place; each part is it
             stack.push_async_callback(runner.cleanup)
         # Before ROOT opens: a bucket without Object Lock, or a refused key, is exit 2.
         bucket = await stack.enter_async_context(replica_bucket(config))
-        state, writer = await stack.enter_async_context(open_archive(config))
+        drain = ReplicaDrain(config, once=once)  # --once: the bucket gets the stop line too
+        state, writer = await stack.enter_async_context(open_archive(config, after_stop=drain))
         telemetry.writer, telemetry.archive_open = writer, True
-        telemetry.replica = replicator = await stack.enter_async_context(
+        telemetry.replica = drain.replicator = await stack.enter_async_context(
             replica_task(config, bucket, state, writer)
         )
         http = await stack.enter_async_context(
@@ -271,7 +278,6 @@ async def run(  # noqa: PLR0915 - the run's wiring in one place; each part is it
         incomplete = supervisor.incomplete() if once else dict(supervisor.failed_sessions)
         pending = state.attachment_counts()["pending"] if once else 0
         stalled = downloads.stalled(0) if once and pending else None
-        behind = await once_verdict(config, replicator) if once else ""  # "" or how far
         log.info(
             "archiver_stopped",
             messages_new=progress.messages_new,
@@ -284,8 +290,8 @@ async def run(  # noqa: PLR0915 - the run's wiring in one place; each part is it
             attachments_failed=downloads.stats.failed,
             attachments_pending=pending,
         )
-        return RunOutcome(
-            ok=not incomplete and not pending and not behind,
+        outcome = RunOutcome(
+            ok=not incomplete and not pending,
             failed_sessions=dict(supervisor.failed_sessions),
             new_messages=progress.messages_new,
             changed_messages=progress.messages_changed,
@@ -295,8 +301,15 @@ async def run(  # noqa: PLR0915 - the run's wiring in one place; each part is it
             incomplete=incomplete,
             attachments_pending=pending,
             downloads_parked=dict(stalled.reasons) if stalled else {},
-            replica_behind=behind,
         )
+    return _with_replica(outcome, drain.verdict)
+
+
+def _with_replica(outcome: RunOutcome, behind: str) -> RunOutcome:
+    """The --once verdict with the replica's (known only once the archive has closed)."""
+    if not behind:
+        return outcome
+    return dataclasses.replace(outcome, ok=False, replica_behind=behind)
 
 
 class _NotATty(io.StringIO):

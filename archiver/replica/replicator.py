@@ -134,6 +134,8 @@ class Replicator:
         self._failures_in_row = 0
         self._checked = checked  # the start-up check passed (else prepare() runs it)
         self._prepared = False
+        # One round at a time: the task and a `catch_up` must never read the same lines twice.
+        self._step_lock = asyncio.Lock()
 
     # --- start ---------------------------------------------------------------------------
 
@@ -260,15 +262,16 @@ class Replicator:
 
     async def step(self, *, flush: bool) -> None:
         """One round: read what is new, upload what is closed, then the checkpoints."""
-        if not self._prepared:
-            await self.prepare()
-        if self._closed is not None:
-            await self._upload(self._closed)
-        await self._read(flush=flush)
-        if self._closed is not None:
-            await self._upload(self._closed)
-        await self._checkpoints()
-        self._measure()
+        async with self._step_lock:
+            if not self._prepared:
+                await self.prepare()
+            if self._closed is not None:
+                await self._upload(self._closed)
+            await self._read(flush=flush)
+            if self._closed is not None:
+                await self._upload(self._closed)
+            await self._checkpoints()
+            self._measure()
 
     # --- reading -------------------------------------------------------------------------
 

@@ -1,12 +1,13 @@
 """How the daemon runs the replicator: two context managers, so daemon.py needs a few lines.
 
     async with replica_bucket(config) as bucket:        # before ROOT opens: refusals exit 2
-        ... open the archive ...
-        async with replica_task(config, bucket, state, writer) as replicator:   # it runs
-            ... supervise ...
-            ok = await replicator.catch_up(...)          # --once
+        drain = ReplicaDrain(config, once=once)
+        async with open_archive(config, after_stop=drain):  # drain() after the last line
+            async with replica_task(config, bucket, state, writer) as drain.replicator:
+                ... supervise ...
+    drain.verdict                                        # --once: "" or how far behind
 
-Both are no-ops (yield None) when `replica.enabled` is false.
+Both are no-ops (yield None) when `replica.enabled` is false, and so is the drain.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ async def once_verdict(config: Config, replicator: Replicator | None) -> str:
     if await replicator.catch_up(time.monotonic() + once_wait(config)):
         return ""
     return replicator.behind()
+
+
+@dataclass
+class ReplicaDrain:
+    """`run --once`: called once the run's last lines (its `stop` event, the closing
+    checkpoint) are durable and ROOT is still locked, so a pass that exits 0 has everything,
+    those lines too, in the bucket. The task has stopped by then: this is the only uploader."""
+
+    config: Config
+    once: bool
+    replicator: Replicator | None = None
+    verdict: str = ""  # "" or `replica N lines / B bytes behind`
+
+    async def __call__(self) -> None:
+        if self.once:
+            self.verdict = await once_verdict(self.config, self.replicator)
 
 
 @dataclass(frozen=True)
