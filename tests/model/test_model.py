@@ -109,6 +109,7 @@ async def test_model_named(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(0)  # thousands of cases: far past pytest's 300 s default, by design
 async def test_model_soak(tmp_path: Path) -> None:
     seeds = range(SOAK_SEED_BASE, SOAK_SEED_BASE + SOAK_CASES)
     failed: list[CaseRun] = []
