@@ -23,10 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from archiver import daemon
 from archiver.simulator import Simulator, SimulatorConfig
 from archiver.store import checkpoint
-from archiver.store.layout import blob_relpath
+from archiver.store.layout import blob_relpath, prepare_root
 from archiver.store.manifest import ZERO_HASH, canonical, line_hash, record_digest
+from archiver.store.state import State
 from archiver.store.verify import verify_archive
+from archiver.store.writer import ManifestWriter
 from tests.helpers import load, write_config
+from tests.store.conftest import message
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ARCHIVE-FORMAT.md"
 RECIPE = re.compile(r"<!-- recipe: (\S+) -->\n```\w+\n(.*?)\n```", re.DOTALL)
@@ -167,6 +170,29 @@ def truncated(path: Path) -> None:
 def test_blobs_recipe(auditor: Path, archive: Path) -> None:
     done = run(auditor, "check_blobs.sh", ROOT=str(archive))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_blobs_recipe_on_an_archive_without_attachments(auditor: Path, tmp_path: Path) -> None:
+    """A good archive with no attachment line: an empty checklist, which `sha256sum
+    --strict` alone refuses (the recipe failed a good archive before it tested for one)."""
+    root = tmp_path / "no-attachments"
+
+    async def build() -> None:
+        prepare_root(root)
+        state = State.open(root)
+        writer = await ManifestWriter.open(root, state)
+        await writer.append_event("start")
+        await writer.append_messages("s", [message(n) for n in range(3)], "sync")
+        await writer.append_event("stop")
+        await writer.close()
+        state.close()
+
+    asyncio.run(build())
+    assert verify_archive(root).ok
+    assert chain(auditor, root).returncode == 0
+    done = run(auditor, "check_blobs.sh", ROOT=str(root))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no blob to check" in done.stdout
 
 
 @pytest.mark.parametrize("damage", [same_size, truncated, Path.unlink])
