@@ -25,6 +25,8 @@ Writes:
   RetainUntilDate (none when `mode` is "none"), and `x-amz-meta-sha256` (hex). On 412 the
   existing object is compared (size and SHA-256); different bytes raise `ReplicaConflict`
   naming the key.
+- `put_new_body(s3, bucket, key, body, *, size, md5, sha256, mode, until, content_type)`: the
+  same for a body whose digests the caller computed (a file streamed from disk, upload.py).
 - `existing_matches(s3, bucket, key, size, sha256_hex)` -> bool, raising `ReplicaConflict`
   when the object is there with other bytes; False when absent.
 - `lock_args(mode, retain_until)` -> the lock keyword arguments for a PUT or a multipart start.
@@ -241,24 +243,51 @@ async def put_new(
     content_type: str = "application/octet-stream",
 ) -> PutOutcome:
     """PUT `body` at `key` unless something is there already (see the module docstring)."""
-    sha = hashlib.sha256(body)
+    return await put_new_body(
+        s3,
+        bucket,
+        key,
+        body,
+        size=len(body),
+        md5=hashlib.md5(body, usedforsecurity=False).digest(),
+        sha256=hashlib.sha256(body).digest(),
+        mode=mode,
+        until=until,
+        content_type=content_type,
+    )
+
+
+async def put_new_body(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    body: Any,  # bytes, or a streaming body botocore can read (upload.FileSlice)
+    *,
+    size: int,
+    md5: bytes,
+    sha256: bytes,
+    mode: str,
+    until: datetime | None,
+    content_type: str = "application/octet-stream",
+) -> PutOutcome:
+    """`put_new` for a body whose size and digests (raw bytes) the caller computed."""
     try:
         await s3.put_object(
             Bucket=bucket,
             Key=key,
             Body=body,
             IfNoneMatch="*",
-            ContentMD5=b64(hashlib.md5(body, usedforsecurity=False).digest()),
-            ChecksumSHA256=b64(sha.digest()),
+            ContentMD5=b64(md5),
+            ChecksumSHA256=b64(sha256),
             ContentType=content_type,
-            Metadata={SHA256_META: sha.hexdigest()},
+            Metadata={SHA256_META: sha256.hex()},
             **lock_args(mode, until),
         )
     except ClientError as exc:
         # 409 ConditionalRequestConflict: a concurrent PUT of the same key won; compare too.
         if status_of(exc) not in (412, 409):
             raise
-        if await existing_matches(s3, bucket, key, len(body), sha.hexdigest()):
+        if await existing_matches(s3, bucket, key, size, sha256.hex()):
             return PutOutcome.ALREADY_THERE
         raise  # 412 but gone again (deleted between the two calls): let the caller retry
     return PutOutcome.CREATED

@@ -1,19 +1,25 @@
 """Blob uploads: one PUT up to 64 MiB, multipart above it, streamed from disk in bounded memory.
 
-`upload_blob(s3, bucket, key, path, sha256_hex, mode=, until=)` reads the file with aiofiles
-(on the event loop: archiving is never blocked behind a thread pool full of reads), one part
-at a time: memory holds one part (`PART_BYTES`), whatever the blob's size. Each part carries
-its Content-MD5 and SHA-256; the object its whole-file SHA-256 in `x-amz-meta-sha256`. A failed
-multipart upload is aborted; `abort_stale_uploads` aborts what a killed process left.
+`upload_blob(s3, bucket, key, path, sha256_hex, mode=, until=)` never holds a blob, nor a part,
+in memory: each body is a `FileSlice` that aiohttp iterates (aiofiles reads `STREAM_BYTES` at
+a time, on the event loop), after a first streaming pass computed its Content-MD5 and SHA-256
+(both sent, as every PUT of ours). So peak memory is a few `STREAM_BYTES` per request in flight,
+whatever the blob's size. Above `MULTIPART_ABOVE`, `PART_CONCURRENCY` parts of `PART_BYTES`
+go up at once, each with its own checksums; the object carries its whole-file SHA-256 in
+`x-amz-meta-sha256`. A failed multipart upload is aborted; `abort_stale_uploads` aborts what a
+killed process left.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import aiofiles
 import aiofiles.os
@@ -25,7 +31,7 @@ from archiver.replica.bucket import (
     b64,
     existing_matches,
     lock_args,
-    put_new,
+    put_new_body,
     status_of,
 )
 from archiver.store.crash import crash_point
@@ -36,6 +42,88 @@ if TYPE_CHECKING:
 
 MULTIPART_ABOVE: Final = 64 * 1024 * 1024
 PART_BYTES: Final = 8 * 1024 * 1024
+PART_CONCURRENCY: Final = 4  # parts in flight: loopback and WAN both need more than one
+STREAM_BYTES: Final = 256 * 1024  # one read while hashing or sending
+
+
+@dataclass(frozen=True)
+class Digests:
+    size: int
+    md5: bytes
+    sha256: bytes
+
+
+async def digest_slice(path: Path, offset: int, length: int, whole: Any | None = None) -> Digests:
+    """MD5 and SHA-256 of `length` bytes of `path` from `offset`, streamed (and fed to
+    `whole`, a running hashlib object, when given)."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    sha = hashlib.sha256()
+    async with aiofiles.open(path, "rb") as fh:
+        await fh.seek(offset)
+        left = length
+        while left > 0:
+            data = await fh.read(min(STREAM_BYTES, left))
+            if not data:
+                raise OSError(f"blob {path.name} is shorter than it was")
+            md5.update(data)
+            sha.update(data)
+            if whole is not None:
+                whole.update(data)
+            left -= len(data)
+    return Digests(length, md5.digest(), sha.digest())
+
+
+class FileSlice:
+    """A request body: `length` bytes of `path` from `offset`, never all in memory.
+
+    aiohttp sends it by iterating (`__aiter__`: aiofiles reads). botocore reads it through
+    `read`/`seek` only to sign the payload over plain http (the loopback tests; over https
+    with Content-MD5 it signs UNSIGNED-PAYLOAD), one megabyte at a time.
+    """
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        self.path, self.offset, self.length = path, offset, length
+        self._pos = 0
+        self._sync: IO[bytes] | None = None
+
+    def __len__(self) -> int:
+        return self.length
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = (0, self._pos, self.length)[whence]
+        self._pos = min(max(0, base + pos), self.length)
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self.length - self._pos
+        want = left if size is None or size < 0 else min(size, left)
+        if want <= 0:
+            return b""
+        if self._sync is None:
+            self._sync = self.path.open("rb")
+        self._sync.seek(self.offset + self._pos)
+        data = self._sync.read(want)
+        self._pos += len(data)
+        return data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async with aiofiles.open(self.path, "rb") as fh:
+            await fh.seek(self.offset)
+            left = self.length
+            while left > 0:
+                data = await fh.read(min(STREAM_BYTES, left))
+                if not data:
+                    raise OSError(f"blob {self.path.name} is shorter than it was")
+                left -= len(data)
+                yield data
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
 
 async def upload_blob(
@@ -49,15 +137,30 @@ async def upload_blob(
     until: datetime | None,
 ) -> PutOutcome:
     size = (await aiofiles.os.stat(path)).st_size
-    if size <= MULTIPART_ABOVE:
-        async with aiofiles.open(path, "rb") as fh:
-            body = await fh.read()
-        if hashlib.sha256(body).hexdigest() != sha256_hex:
-            raise OSError(f"blob {path.name} does not hash to its name")
-        return await put_new(s3, bucket, key, body, mode=mode, until=until)
-    if await existing_matches(s3, bucket, key, size, sha256_hex):
-        return PutOutcome.ALREADY_THERE
-    return await _multipart(s3, bucket, key, path, sha256_hex, mode=mode, until=until, size=size)
+    if size > MULTIPART_ABOVE:
+        if await existing_matches(s3, bucket, key, size, sha256_hex):
+            return PutOutcome.ALREADY_THERE
+        return await _multipart(
+            s3, bucket, key, path, sha256_hex, mode=mode, until=until, size=size
+        )
+    digests = await digest_slice(path, 0, size)
+    if digests.sha256.hex() != sha256_hex:
+        raise OSError(f"blob {path.name} does not hash to its name")
+    body = FileSlice(path, 0, size)
+    try:
+        return await put_new_body(
+            s3,
+            bucket,
+            key,
+            body,
+            size=size,
+            md5=digests.md5,
+            sha256=digests.sha256,
+            mode=mode,
+            until=until,
+        )
+    finally:
+        body.close()
 
 
 async def _multipart(
@@ -80,38 +183,17 @@ async def _multipart(
         **lock_args(mode, until),
     )
     upload_id = started["UploadId"]
-    whole = hashlib.sha256()
-    parts: list[CompletedPartTypeDef] = []
+    parts: dict[int, CompletedPartTypeDef] = {}
     try:
-        async with aiofiles.open(path, "rb") as fh:
-            number = 0
-            while chunk := await fh.read(PART_BYTES):
-                number += 1
-                whole.update(chunk)
-                part_sha = b64(hashlib.sha256(chunk).digest())
-                answer = await s3.upload_part(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=chunk,
-                    ContentMD5=b64(hashlib.md5(chunk, usedforsecurity=False).digest()),
-                    ChecksumSHA256=part_sha,
-                )
-                del chunk
-                parts.append(
-                    {"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": part_sha}
-                )
-                if number == 2:
-                    crash_point("replica_mid_multipart")
-        if whole.hexdigest() != sha256_hex:
-            raise OSError(f"blob {path.name} does not hash to its name")
+        await _parts(
+            s3, bucket, key, upload_id, path=path, size=size, sha256_hex=sha256_hex, parts=parts
+        )
         try:
             await s3.complete_multipart_upload(
                 Bucket=bucket,
                 Key=key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
+                MultipartUpload={"Parts": [parts[n] for n in sorted(parts)]},
                 IfNoneMatch="*",
             )
         except ClientError as exc:
@@ -125,6 +207,58 @@ async def _multipart(
         await abort_quietly(s3, bucket, key, upload_id)
         raise
     return PutOutcome.CREATED
+
+
+async def _parts(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    upload_id: str,
+    *,
+    path: Path,
+    size: int,
+    sha256_hex: str,
+    parts: dict[int, CompletedPartTypeDef],
+) -> None:
+    """Every part, `PART_CONCURRENCY` at a time; the first failure is raised as itself."""
+    slots = asyncio.Semaphore(PART_CONCURRENCY)
+    whole = hashlib.sha256()
+
+    async def one(number: int, offset: int, digests: Digests) -> None:
+        body: Any = FileSlice(path, offset, digests.size)
+        try:
+            answer = await s3.upload_part(
+                Bucket=bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+                ContentMD5=b64(digests.md5),
+                ChecksumSHA256=b64(digests.sha256),
+            )
+        finally:
+            body.close()
+            slots.release()
+        parts[number] = {
+            "ETag": answer["ETag"],
+            "PartNumber": number,
+            "ChecksumSHA256": b64(digests.sha256),
+        }
+        if number == 2:
+            crash_point("replica_mid_multipart")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for number, offset in enumerate(range(0, size, PART_BYTES), start=1):
+                await slots.acquire()
+                length = min(PART_BYTES, size - offset)
+                # In order, so the whole-file hash is fed in order too.
+                digests = await digest_slice(path, offset, length, whole)
+                group.create_task(one(number, offset, digests))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    if whole.hexdigest() != sha256_hex:
+        raise OSError(f"blob {path.name} does not hash to its name")
 
 
 async def abort_quietly(s3: S3Client, bucket: str, key: str, upload_id: str) -> None:
