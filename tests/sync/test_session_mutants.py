@@ -8,13 +8,19 @@ at the tokens themselves can tell.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from archiver.errors import ZoomResponseError
-from archiver.sync.session import SessionSync
+from archiver.errors import SyncTokenInvalid, ZoomResponseError
+from archiver.sync.session import ENDPOINT, SessionSync, _behind
+from archiver.sync.walk import NO_TOKEN_LIMIT
+from archiver.zoom.models import SyncPage, parse_time
 from tests.sync.conftest import SESSION, Bed
+
+T0 = datetime(2024, 1, 1, 12, 0, 0, 500_000, tzinfo=UTC)
 
 
 def newest_token(bed: Bed) -> str | None:
@@ -99,3 +105,139 @@ async def test_the_token_is_not_saved_for_a_page_that_is_not_durable(bed: Bed) -
     assert bed.zoom.calls[before] == ("ISync", saved)
     assert result.new == 2
     assert bed.archived_ids() == bed.truth_ids()
+
+
+# --- mutmut survivors in incremental, _isync, backfill, _behind (docs/TESTING.md) -----------
+
+
+def fast(bed: Bed, api: Any = None, pauses: list[int] | None = None) -> SessionSync:
+    def pause(attempt: int) -> float:
+        if pauses is not None:
+            pauses.append(attempt)
+        return 0.0
+
+    return SessionSync(api or bed.zoom, bed.writer, bed.state, count=bed.count, pause=pause)
+
+
+class RefuseOnce:
+    """The scripted Zoom, refusing (code 300) request number `at`."""
+
+    def __init__(self, bed: Bed, at: int) -> None:
+        self.zoom, self.at = bed.zoom, at
+
+    async def sync(
+        self, session_id: str, sync_type: str, count: int, token: Any = None
+    ) -> SyncPage:
+        if len(self.zoom.calls) == self.at:
+            self.zoom.calls.append((sync_type, token))
+            raise SyncTokenInvalid("expired token", status=400, code=300)
+        return await self.zoom.sync(session_id, sync_type, count, token)
+
+
+def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+async def test_a_7035_is_logged_with_its_code_and_session(bed: Bed) -> None:
+    bed.zoom.add(3)
+    await fast(bed).incremental(SESSION)
+    bed.zoom.add(bed.count + 1)
+    with capture_logs() as logs:
+        await fast(bed).incremental(SESSION)
+    [entry] = events(logs, "sync_resync")
+    assert (entry["code"], entry["session_id"], entry["log_level"]) == (7035, SESSION, "info")
+
+
+async def test_a_session_behind_its_listed_time_is_logged_and_recovered(bed: Bed) -> None:
+    bed.zoom.add(3)
+    await fast(bed).incremental(SESSION)
+    newest = parse_time(bed.zoom.messages[-1]["date_time"])
+    assert newest is not None
+    listed = newest + timedelta(hours=1)
+    start = len(bed.zoom.calls)
+    with capture_logs() as logs:
+        result = await fast(bed).incremental(SESSION, listed)
+    [entry] = events(logs, "sync_behind_list")
+    assert (entry["listed"], entry["session_id"]) == (str(listed), SESSION)
+    # ISync found nothing newer; the step recovered once: an FSync, whose page is all held
+    assert [kind for kind, _ in bed.zoom.calls[start:]] == ["ISync", "FSync"]
+    assert result.synced_to == newest
+    # Caught up with the list: no recovery.
+    start = len(bed.zoom.calls)
+    with capture_logs() as logs:
+        await fast(bed).incremental(SESSION, newest)
+    assert events(logs, "sync_behind_list") == []
+    assert [kind for kind, _ in bed.zoom.calls[start:]] == ["ISync"]
+
+
+async def test_isync_pages_without_token_are_repeated_then_fail_the_step(bed: Bed) -> None:
+    bed.zoom.add(3)
+    await fast(bed).incremental(SESSION)
+    saved = newest_token(bed)
+    bed.zoom.add(bed.count)  # with the boundary message: one full page, then a short one
+    start = len(bed.zoom.calls)
+    # one page without token, then the full one with (the count starts again), then only
+    # pages without
+    bed.zoom.no_token = {start} | {start + 2 + n for n in range(NO_TOKEN_LIMIT)}
+    bed.zoom.isync_boundary = True  # every ISync page holds a message, even when caught up
+    pauses: list[int] = []
+    with pytest.raises(ZoomResponseError, match="without sync_token") as raised:
+        await fast(bed, pauses=pauses).incremental(SESSION)
+    assert (raised.value.session_id, raised.value.endpoint) == (SESSION, ENDPOINT)
+    assert str(raised.value).startswith(f"{NO_TOKEN_LIMIT} non-empty sync pages in a row")
+    assert "the walk keeps its cursor and is tried again later" in str(raised.value)
+    assert pauses == [1, *range(1, NO_TOKEN_LIMIT)]
+    calls = bed.zoom.calls[start:]
+    assert [kind for kind, _ in calls] == ["ISync"] * (2 + NO_TOKEN_LIMIT)
+    assert calls[0][1] == calls[1][1] == saved  # the same request again
+    assert {token for _, token in calls[2:]} == {token_of_call(bed, start + 1)}
+    assert newest_token(bed) == token_of_call(bed, start + 1)
+
+
+async def test_a_backfill_turn_advances_exactly_its_page_budget(bed: Bed) -> None:
+    bed.zoom.add(60)
+    sync = fast(bed)
+    await sync.incremental(SESSION)
+    for budget in (1, 3):
+        start = len(bed.zoom.calls)
+        result = await sync.backfill(SESSION, budget, lambda: False)
+        assert [kind for kind, _ in bed.zoom.calls[start:]] == ["BSync"] * budget
+        assert result.new == budget * bed.count
+    assert (await sync.backfill(SESSION, 0, lambda: False)).new == 0
+
+
+async def test_re_walk_pages_after_a_refused_cursor_cost_no_budget(bed: Bed) -> None:
+    bed.zoom.add(60)
+    sync = fast(bed)
+    await sync.incremental(SESSION)  # FSync: 5 messages
+    await sync.backfill(SESSION, 3, lambda: False)  # 15 more
+    start = len(bed.zoom.calls)
+    with capture_logs() as logs:
+        result = await fast(bed, RefuseOnce(bed, start)).backfill(SESSION, 2, lambda: False)
+    [entry] = events(logs, "walk_cursor_refused")
+    assert (entry["code"], entry["session_id"]) == (300, SESSION)
+    # refused BSync, FSync from the top, 3 BSyncs over what is held (free), 2 that advance
+    kinds = [kind for kind, _ in bed.zoom.calls[start:]]
+    assert kinds == ["BSync", "FSync"] + ["BSync"] * 5
+    assert result.new == 2 * bed.count
+    assert len(bed.archived_ids()) == 30
+
+
+@pytest.mark.parametrize(
+    ("synced", "listed", "behind"),
+    [
+        (None, None, False),
+        (T0, None, False),
+        (None, T0, True),
+        (T0, T0, False),
+        (T0 - timedelta(seconds=1), T0, True),
+        (T0 + timedelta(seconds=1), T0, False),
+        # to the second: a fraction either side is the same second
+        (T0.replace(microsecond=0), T0.replace(microsecond=900_000), False),
+        (T0.replace(microsecond=900_000), T0.replace(microsecond=0), False),
+    ],
+)
+def test_behind_compares_to_the_second(
+    synced: datetime | None, listed: datetime | None, behind: bool
+) -> None:
+    assert _behind(synced, listed) is behind
