@@ -7,7 +7,8 @@ first line was read (so a line is in the bucket well within `max_lag`). Before a
 up, every blob its `attachment` lines name is uploaded and confirmed, so the bucket never
 references a blob it lacks; signed checkpoints follow once the chunk holding their seq is in.
 
-Failures never reach archiving: the task retries with backoff (1 s doubling to 60 s) and keeps
+Failures never reach archiving: the task retries with backoff (1 s doubling to 60 s, and to no
+more than `max_lag`, so a bucket that is back is noticed within the lag objective) and keeps
 the closed chunk as it was, so a retry PUTs the same key with the same bytes (a 412 with equal
 bytes is an idempotent resume). An object at one of our keys with other bytes
 (`ReplicaConflict`) stops replication with an alarm; archiving goes on.
@@ -221,7 +222,8 @@ class Replicator:
                 reason = describe(exc)
                 self.stats.failures[reason] += 1
                 self._failures_in_row += 1
-                delay = min(BACKOFF_MAX, 2.0 ** (self._failures_in_row - 1))
+                ceiling = max(1.0, min(BACKOFF_MAX, self.config.max_lag))
+                delay = min(ceiling, 2.0 ** (self._failures_in_row - 1))
                 delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
                 log().warning("replica_retry", reason=reason, retry_in=round(delay, 1))
             with contextlib.suppress(TimeoutError):
