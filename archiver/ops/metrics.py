@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -279,9 +279,28 @@ class ArchiverCollector(Collector):
         yield from (limited, waited, rate, ceiling, utilisation)
 
 
-def build_app(telemetry: Telemetry) -> web.Application:
+class PidProcessCollector(ProcessCollector):
+    """The standard process_* metrics (memory, CPU, descriptors and their limit, start time)
+    from /proc/self alone, so that they survive the units' ProcSubset=pid. The stock collector
+    takes the boot time from /proc/stat, which that hides, and then reports nothing at all;
+    here the boot time is the wall clock minus CLOCK_BOOTTIME, which needs no file."""
+
+    def __init__(self) -> None:
+        super().__init__(registry=None)
+
+    def _boot_time(self) -> float:
+        return time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def build_registry(telemetry: Telemetry) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ArchiverCollector(telemetry))
+    registry.register(PidProcessCollector())
+    return registry
+
+
+def build_app(telemetry: Telemetry) -> web.Application:
+    registry = build_registry(telemetry)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE})
