@@ -62,11 +62,10 @@ from archiver.store.writer import AppendResult
 from archiver.webhook.records import MESSAGE_EVENTS, EventError, event_message
 from archiver.webhook.verify import (
     SIGNATURE_HEADER,
-    SIGNATURE_VERSION,
     TIMESTAMP_HEADER,
-    Refusal,
     ReplayMemory,
     check_request,
+    header_refusal,
     url_validation_answer,
 )
 from archiver.zoom.models import JsonObject
@@ -85,23 +84,6 @@ VALIDATION_EVENT: Final = "endpoint.url_validation"
 SOURCE: Final = "webhook"
 
 OnArchived = Callable[[str, list[JsonObject]], Awaitable[None]]
-_HEX: Final = frozenset("0123456789abcdef")
-_SIGNATURE_LENGTH: Final = len(SIGNATURE_VERSION) + 1 + 64  # "v0=" and a SHA-256 in hex
-
-
-def header_refusal(timestamp: str | None, provided: str | None) -> Refusal | None:
-    """Why the signature headers alone already refuse a request (missing or not of the
-    shape Zoom sends), or None: then only the body can tell."""
-    if not timestamp:
-        return Refusal.MISSING_TIMESTAMP
-    if not provided:
-        return Refusal.MISSING_SIGNATURE
-    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
-        return Refusal.BAD_TIMESTAMP
-    prefix, _, digest = provided.partition("=")
-    if prefix != SIGNATURE_VERSION or len(provided) != _SIGNATURE_LENGTH or set(digest) - _HEX:
-        return Refusal.BAD_SIGNATURE
-    return None
 
 
 class Archive(Protocol):
