@@ -10,7 +10,9 @@ Points: the manifest writer's `manifest_before_write`, `manifest_mid_write` (hal
 batch's bytes written, then killed), `manifest_before_fsync`, `manifest_after_fsync` (durable,
 index not yet updated); the blob store's `blob_before_rename`, `blob_after_rename` (renamed,
 directory not yet fsynced); the state's `token_before_save`, `token_after_save` (around the
-commit of a sync token).
+commit of a sync token); the replicator's `replica_before_chunk_put` (its blobs are in, the
+chunk is not), `replica_after_chunk_put` (the chunk is in the bucket, its position not yet in
+the state) and `replica_mid_multipart` (a blob's second part is up, the upload unfinished).
 """
 
 from __future__ import annotations
