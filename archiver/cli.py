@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from archiver.replica.hold import HoldOutcome
+    from archiver.replica.restore import Restored
+
 from archiver import __version__
 from archiver.errors import ArchiverError, ConfigError, ZoomAuthError
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", required=True, help="TOML configuration file")
     status.add_argument("--json", action="store_true", help="machine-readable report")
 
+    _replica_parsers(sub)
+
     simulate = sub.add_parser("simulate", help="run the Zoom Phone simulator on loopback")
     from archiver.simulator.cli import add_arguments
 
@@ -102,6 +109,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulator + run --once + verify into a fresh folder")
     demo.add_argument("--dir", default=None, help="archive folder (default: a new temp folder)")
     return parser
+
+
+def _replica_parsers(sub: Any) -> None:
+    replica = sub.add_parser("replica", help="the WORM replica in S3: verify it, legal hold")
+    rsub = replica.add_subparsers(dest="replica_command", required=True, metavar="COMMAND")
+    check = rsub.add_parser(
+        "verify", help="check the bucket alone: chain, blobs, locks, versions, the lag"
+    )
+    check.add_argument("--config", required=True, help="TOML configuration file")
+    check.add_argument(
+        "--sample", type=float, default=100.0, metavar="PCT", help="percentage of blobs to re-hash"
+    )
+    check.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="public key whose signed checkpoints in the bucket must verify; repeatable",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable report")
+    hold = rsub.add_parser("legal-hold", help="set or clear legal hold on every object")
+    hold.add_argument("--config", required=True, help="TOML configuration file")
+    onoff = hold.add_mutually_exclusive_group(required=True)
+    onoff.add_argument("--on", action="store_true", help="set legal hold")
+    onoff.add_argument("--off", action="store_true", help="clear legal hold")
+
+    restore = sub.add_parser("restore", help="rebuild a complete ROOT from the replica bucket")
+    restore.add_argument("--config", required=True, help="TOML configuration file")
+    restore.add_argument("--to", required=True, metavar="DIR", help="an empty or absent folder")
+    restore.add_argument(
+        "--upto", type=int, metavar="SEQ", help="restore lines 1..SEQ only (a prefix)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -133,6 +172,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         "status": _status,
         "demo": _demo,
         "keygen": _keygen,
+        "replica": _replica,
+        "restore": _restore,
     }
     return commands[args.command](args)
 
@@ -236,6 +277,108 @@ def _expect_head(value: str) -> tuple[int, str]:
     if not seq.isdigit() or int(seq) < 1 or not is_hex_digest(head):
         raise ValueError(f"--expect-head {value!r}: give SEQ:HASH, e.g. 42:<64 lowercase hex>")
     return int(seq), head
+
+
+def _replica(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from archiver.config import load_config
+
+    config = load_config(args.config)
+    if args.replica_command == "verify":
+        import dataclasses
+        import json
+
+        from archiver.replica.audit import render, run_audit
+
+        if not 0 <= args.sample <= 100:
+            print("zoom-sms-archiver: --sample must be in [0, 100]", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            trust = [_public_key(path) for path in args.trust]
+        except ValueError as exc:
+            print(f"zoom-sms-archiver: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        report = _bucket_call(
+            "replica verify",
+            lambda: asyncio.run(run_audit(config, sample_pct=args.sample, trust=trust)),
+        )
+        if report is None:
+            return EXIT_FAILED
+        if args.json:
+            print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
+        else:
+            print(render(report))
+        return EXIT_OK if report.ok else EXIT_FAILED
+    from archiver.replica.audit import connect
+    from archiver.replica.hold import set_legal_hold
+
+    async def hold() -> HoldOutcome:
+        async with connect(config) as s3:
+            return await set_legal_hold(s3, config, on=args.on)
+
+    outcome = _bucket_call("replica legal-hold", lambda: asyncio.run(hold()))
+    if outcome is None:
+        return EXIT_FAILED
+    print(
+        f"legal hold {outcome.status} on {outcome.versions} object versions under "
+        f"{config.replica.prefix!r}: {outcome.changed} changed, {outcome.already} already "
+        f"{outcome.status}"
+    )
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from archiver.config import load_config
+    from archiver.replica.audit import connect
+    from archiver.replica.restore import check_target, restore
+    from archiver.store.verify import render_report, verify_archive
+
+    config = load_config(args.config)
+    target = Path(args.to)
+    if args.upto is not None and args.upto < 1:
+        print("zoom-sms-archiver: --upto must be a seq, 1 or more", file=sys.stderr)
+        return EXIT_USAGE
+    check_target(target)
+
+    async def go() -> Restored:
+        async with connect(config, locked=False) as s3:
+            return await restore(s3, config, target, upto=args.upto)
+
+    done = _bucket_call("restore", lambda: asyncio.run(go()))
+    if done is None:
+        return EXIT_FAILED
+    print(
+        f"restored {done.lines} lines (seq 1..{done.last_seq}) in {done.segments} segments, "
+        f"{done.blobs} blobs, {done.checkpoints} checkpoints into {target}"
+    )
+    for problem in done.problems:
+        print(f"zoom-sms-archiver: restore: {problem}", file=sys.stderr)
+    report = verify_archive(target)
+    print(render_report(report))
+    return EXIT_OK if report.ok and not done.problems else EXIT_FAILED
+
+
+def _bucket_call(what: str, call: Callable[[], T]) -> T | None:
+    """Run a replica command; a bucket that fails mid-way is one line (exit 1), never a
+    traceback. Refusals at the start are ReplicaBucketError (exit 2, by main)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from archiver.replica.bucket import describe
+
+    try:
+        return call()
+    except (ClientError, BotoCoreError, OSError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
+            raise
+        print(
+            f"zoom-sms-archiver: {what}: the bucket failed mid-way ({describe(exc)}); nothing "
+            "was changed that a second run does not finish: check the bucket and run again",
+            file=sys.stderr,
+        )
+        return None
 
 
 def _keygen(args: argparse.Namespace) -> int:
