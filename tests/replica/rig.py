@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +74,30 @@ async def segments_from_bucket(client: Any, bucket: str, prefix: str) -> dict[in
 
 def local_segments(root: Path) -> dict[int, bytes]:
     return {n: path.read_bytes() for n, path in list_segments(manifest_dir(root))}
+
+
+def deny_deletes_policy(bucket: str) -> dict[str, Any]:
+    """The bucket-policy form of deploy/README.md's deny statement: no DeleteObject (a plain
+    DELETE would leave a delete marker over a locked version), no DeleteObjectVersion, no
+    BypassGovernanceRetention, for anyone."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ArchiveIsWriteOnce",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": [
+                    "s3:DeleteObject",
+                    "s3:DeleteObjectVersion",
+                    "s3:BypassGovernanceRetention",
+                ],
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+            }
+        ],
+    }
+
+
+async def deny_deletes(s3: SeaweedS3, bucket: str) -> None:
+    async with s3.admin_client() as admin:
+        await admin.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny_deletes_policy(bucket)))
