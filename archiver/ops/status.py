@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from archiver.config import Config
 from archiver.errors import ArchiverError
+from archiver.replica.replicator import META_SNAPSHOT
 from archiver.store.checkpoint import newest_checkpoint
 
 META_BUDGET = "budget_snapshot"
@@ -53,11 +55,15 @@ class StatusReport:
     failed_downloads: list[dict[str, Any]] = field(default_factory=list)
     budget: dict[str, Any] | None = None
     discovery_watermark: str | None = None
+    replica_snapshot: dict[str, Any] = field(default_factory=dict, repr=False)
     # Signed checkpoints: whether a key is configured, and the newest note in ROOT (unverified:
     # `verify --trust` checks it).
     signing_key: bool = False
     checkpoint_seq: int | None = None
     checkpoint_time: str | None = None
+    # [replica] on: bucket, prefix, max_lag, and the replicator's last snapshot (the figures
+    # of /metrics: replicated_seq, lines/bytes behind, lag_seconds, uploads, failures, ...).
+    replica: dict[str, Any] | None = None
 
 
 def read_status(config: Config) -> StatusReport:
@@ -79,6 +85,13 @@ def read_status(config: Config) -> StatusReport:
     finally:
         conn.close()
     report.signing_key = bool(config.archive.signing_key_file) or _credential("signing_key")
+    if config.replica.enabled:
+        report.replica = {
+            "bucket": config.replica.bucket,
+            "prefix": config.replica.prefix,
+            "max_lag": config.replica.max_lag,
+            **report.replica_snapshot,
+        }
     newest = newest_checkpoint(root)
     if newest is not None:
         report.checkpoint_seq, report.checkpoint_time = newest.seq, newest.time
@@ -137,11 +150,14 @@ def _collect(conn: sqlite3.Connection, root: Path) -> StatusReport:
         )
     meta = dict(
         conn.execute(
-            "SELECT key, value FROM meta WHERE key IN (?, ?)", (META_BUDGET, "discovery_watermark")
+            "SELECT key, value FROM meta WHERE key IN (?, ?, ?)",
+            (META_BUDGET, "discovery_watermark", META_SNAPSHOT),
         ).fetchall()
     )
     if meta.get(META_BUDGET):
         report.budget = json.loads(meta[META_BUDGET])
+    if meta.get(META_SNAPSHOT):
+        report.replica_snapshot = json.loads(meta[META_SNAPSHOT])
     report.discovery_watermark = meta.get("discovery_watermark")
     return report
 
@@ -184,8 +200,43 @@ def _checkpoint_line(report: StatusReport) -> str:
     return f"checkpoints: signing key configured; {newest}"
 
 
+def _replica_lines(report: StatusReport) -> list[str]:
+    r = report.replica
+    if r is None:
+        return []
+    where = f"replica: s3://{r['bucket']}/{r['prefix']}"
+    if "at" not in r:
+        return [f"{where}: nothing reported yet (the daemon has not run with [replica] on)"]
+    lag = float(r.get("lag_seconds") or 0.0)
+    lines = [
+        f"{where} holds the manifest through seq {r.get('replicated_seq', 0)}; "
+        f"{r.get('lines_behind', 0)} lines / {r.get('bytes_behind', 0)} bytes behind"
+        + (f", the oldest unreplicated line {lag:.0f} s old" if lag else "")
+        + f" (as last reported by the daemon, {_ago(r['at'])})"
+    ]
+    uploads = r.get("uploads") or {}
+    failures = ", ".join(f"{n} {why}" for why, n in sorted((r.get("failures") or {}).items()))
+    success = r.get("last_success")
+    lines.append(
+        f"  uploads: {uploads.get('chunk', 0)} chunks, {uploads.get('blob', 0)} blobs, "
+        f"{uploads.get('checkpoint', 0)} checkpoints; failures: {failures or 'none'}; "
+        f"last success: {_ago(success) if success else 'never'}"
+    )
+    if r.get("stopped"):
+        lines.append(f"  replication STOPPED: {r['stopped']}")
+    elif lag > 5 * float(r["max_lag"]):
+        lines.append(f"  degraded: more than 5 x max_lag ({r['max_lag']} s) behind")
+    return lines
+
+
+def _ago(at: float) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+    return f"{stamp}, {max(0.0, time.time() - at):.0f} s ago"
+
+
 def report_json(report: StatusReport) -> str:
     data = asdict(report)
+    data.pop("replica_snapshot", None)
     for row, session in zip(data["sessions"], report.sessions, strict=True):
         row["complete"] = session.complete
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False)
@@ -200,6 +251,7 @@ def render(report: StatusReport) -> str:
         f"downloads: {report.downloads.get('done', 0)} done, "
         f"{report.downloads.get('pending', 0)} pending, {report.downloads.get('failed', 0)} failed",
         _checkpoint_line(report),
+        *_replica_lines(report),
     ]
     unfinished = [s for s in report.sessions if not s.complete]
     if unfinished:

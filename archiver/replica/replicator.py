@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from archiver.store.state import State
 
 META_POSITION: Final = "replica.position"
+META_SNAPSHOT: Final = "replica.snapshot"  # what `status` shows (ops/status.py)
+SNAPSHOT_EVERY: Final = 5.0  # seconds between snapshots written to the state
 READ_BYTES: Final = 4 * 1024 * 1024
 BACKOFF_MAX: Final = 60.0
 
@@ -104,6 +106,20 @@ class ReplicaStats:
             return 0.0
         return max(0.0, (now or time.time()) - self.oldest_unreplicated)
 
+    def snapshot(self) -> dict[str, Any]:
+        """The figures of `/metrics`, for `status` (JSON in the state's meta)."""
+        return {
+            "at": time.time(),
+            "replicated_seq": self.replicated_seq,
+            "lines_behind": self.lines_behind,
+            "bytes_behind": self.bytes_behind,
+            "lag_seconds": round(self.lag_seconds(), 1),
+            "uploads": dict(self.uploads),
+            "failures": dict(self.failures),
+            "last_success": self.last_success,
+            "stopped": self.stopped,
+        }
+
 
 def _unix(at: str) -> float:
     return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
@@ -137,6 +153,7 @@ class Replicator:
         self._prepared = False
         # One round at a time: the task and a `catch_up` must never read the same lines twice.
         self._step_lock = asyncio.Lock()
+        self._published = 0.0  # monotonic time of the last snapshot written
 
     # --- start ---------------------------------------------------------------------------
 
@@ -212,12 +229,12 @@ class Replicator:
                 self.stats.stopped = str(exc)
                 self.stats.failures["conflict"] += 1
                 log().error("replica_conflict", key=exc.key, error=str(exc))
-                return
+                break
             except ReplicaBucketError as exc:  # found only once the bucket answered
                 self.stats.stopped = str(exc)
                 self.stats.failures["bucket"] += 1
                 log().error("replica_bucket_refused", error=str(exc))
-                return
+                break
             except Exception as exc:  # any failure is the bucket's: retry, never stop archiving
                 reason = describe(exc)
                 self.stats.failures[reason] += 1
@@ -226,12 +243,20 @@ class Replicator:
                 delay = min(ceiling, 2.0 ** (self._failures_in_row - 1))
                 delay *= random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not a secret
                 log().warning("replica_retry", reason=reason, retry_in=round(delay, 1))
+            self.publish()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
+        self.publish(force=True)
 
     async def catch_up(self, deadline: float) -> bool:
         """For `run --once`: upload everything durable now, closing chunks early; True when
         the bucket has it all before `deadline` (monotonic)."""
+        try:
+            return await self._catch_up(deadline)
+        finally:
+            self.publish(force=True)
+
+    async def _catch_up(self, deadline: float) -> bool:
         target = self.durable_seq()
         while time.monotonic() < deadline and self.stats.stopped is None:
             try:
@@ -249,6 +274,15 @@ class Replicator:
             if self.stats.replicated_seq >= target and self._open is None:
                 return True
         return False
+
+    def publish(self, *, force: bool = False) -> None:
+        """Write the snapshot `status` reads, at most every SNAPSHOT_EVERY seconds."""
+        now = time.monotonic()
+        if self.state is None or (not force and now - self._published < SNAPSHOT_EVERY):
+            return
+        self._measure()
+        self.state.set_meta(META_SNAPSHOT, json.dumps(self.stats.snapshot(), sort_keys=True))
+        self._published = now
 
     def behind(self) -> str:
         """`replica N lines / B bytes behind` (and why it stopped, if it did)."""

@@ -10,10 +10,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from archiver import daemon
+from archiver.ops.status import read_status, render
 from archiver.replica.bucket import BlobKey, ChunkKey, parse_key
 from archiver.simulator import Simulator, SimulatorConfig
 from tests.helpers import load, manifest_lines, write_config
-from tests.replica.rig import list_keys, local_segments, replica_section, segments_from_bucket
+from tests.replica.rig import (
+    deny_deletes,
+    list_keys,
+    local_segments,
+    replica_section,
+    segments_from_bucket,
+)
 from tests.replica.seaweed import SeaweedS3
 
 PREFIX = "acme/"
@@ -27,11 +34,18 @@ def sim_config(**changes: object) -> SimulatorConfig:
 async def test_a_full_run_replicates_byte_for_byte_and_locked(
     tmp_path: Path, s3: SeaweedS3, locked_bucket: str
 ) -> None:
+    await deny_deletes(s3, locked_bucket)  # deploy/README.md's deny statement
     async with Simulator(sim_config()) as sim:
         extra = replica_section(s3, locked_bucket, tmp_path, chunk_max_bytes=65536)
         path = write_config(tmp_path, sim, extra=extra)
         outcome = await daemon.run(load(path), once=True)
     assert outcome.ok, outcome.summary()
+    report = read_status(load(path))
+    assert report.replica is not None
+    assert report.replica["replicated_seq"] == report.manifest_seq
+    assert report.replica["lines_behind"] == 0 and report.replica["uploads"]["chunk"] > 1
+    shown = f"replica: s3://{locked_bucket}/{PREFIX} holds the manifest through seq"
+    assert shown in render(report)
     root = tmp_path / "archive"
     async with s3.client() as c:
         rebuilt = await segments_from_bucket(c, locked_bucket, PREFIX)
@@ -55,6 +69,11 @@ async def test_a_full_run_replicates_byte_for_byte_and_locked(
         version = versions["Versions"][0]["VersionId"]
         with pytest.raises(ClientError):
             await c.delete_object(Bucket=locked_bucket, Key=victim, VersionId=version)
+        with pytest.raises(ClientError) as plain:  # no version id: it would leave a marker
+            await c.delete_object(Bucket=locked_bucket, Key=victim)
+        assert plain.value.response["Error"]["Code"] == "AccessDenied"
+        after = await c.list_object_versions(Bucket=locked_bucket, Prefix=victim)
+        assert not after.get("DeleteMarkers") and len(after["Versions"]) == 1
         with pytest.raises(ClientError) as overwrite:
             await c.put_object(Bucket=locked_bucket, Key=victim, Body=b"x", IfNoneMatch="*")
         assert overwrite.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
