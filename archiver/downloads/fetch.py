@@ -13,6 +13,12 @@ failure nor a broken disk: `FetchError(resource=True)`, which the manager waits 
 backoff, never counting it against the attachment. Each `FetchError` carries a `code` from the
 fixed set `CODES` for metric labels; the `reason` with its detail (hosts, sizes) goes to the
 manifest line and the log only.
+
+A refusal (401/403/404/410) is the file host's own word only when its body is JSON (Zoom's
+file host answers `{"code": ..., "message": ...}`): then `evidence` is set, as for an error
+document or a size other than the advertised one. The same status with an HTML page, an empty
+or any other body is a gateway's, which says nothing about the file (zoom/README.md): the
+manager waits it out and asks for a fresh URL, never counting it against the attachment.
 """
 
 from __future__ import annotations
@@ -38,8 +44,10 @@ from archiver.downloads.sink import FileSink
 from archiver.downloads.urls import UrlPolicy, UrlRefused, address_is_public, check_url
 from archiver.errors import StorageError
 from archiver.ops.serving import is_resource_exhaustion
+from archiver.zoom.policy import BodyKind, body_kind
 
 HEAD = 65536  # the start of the body, kept to tell an error document from a file
+REFUSAL_HEAD = 1024  # bytes of a refusal's body read to tell the host's JSON from a gateway page
 MAX_REDIRECTS = 5
 ERROR_KEYS = frozenset({"code", "message", "error", "errorCode", "errorMessage", "reason"})
 DEADLINE_GRACE: Final = 30.0  # seconds every download gets beyond its size over min_rate
@@ -87,6 +95,7 @@ class FetchError(Exception):
         refresh: bool = False,
         status: int | None = None,
         resource: bool = False,
+        evidence: bool = False,
     ) -> None:
         if code not in CODES:
             raise ValueError(f"{code!r} is not a failure code")
@@ -96,6 +105,9 @@ class FetchError(Exception):
         self.refresh = refresh  # a fresh URL may succeed (expired/forged JWT)
         self.status = status
         self.resource = resource  # out of descriptors or memory here: wait, not a failure
+        # The file host's own word against this URL (its JSON refusal, an error document, a
+        # size other than advertised): on a fresh URL it counts against the attachment.
+        self.evidence = evidence
         super().__init__(reason)
 
 
@@ -295,16 +307,23 @@ class Fetcher:
         self, response: aiohttp.ClientResponse, expected_size: int | None, dig: str | None
     ) -> Fetched:
         status = response.status
-        if status in (401, 403):
+        if status in (401, 403, 404, 410):
+            own = await self._own_word(response)
+            page = "" if own else " (a gateway's page, no answer of the file host's)"
+            if status in (401, 403):
+                raise FetchError(
+                    f"file host refused the URL ({status}){page}",
+                    code="host_refused",
+                    refresh=True,
+                    status=status,
+                    evidence=own,
+                )
             raise FetchError(
-                f"file host refused the URL ({status})",
-                code="host_refused",
+                f"file host answered {status}{page}",
+                code="not_found",
                 refresh=True,
                 status=status,
-            )
-        if status in (404, 410):
-            raise FetchError(
-                f"file host answered {status}", code="not_found", refresh=True, status=status
+                evidence=own,
             )
         if status == 429 or status >= 500:
             raise FetchError(
@@ -354,6 +373,16 @@ class Fetcher:
         return Fetched(path=path, sha256=sha, size=size)
 
     @staticmethod
+    async def _own_word(response: aiohttp.ClientResponse) -> bool:
+        """Whether a refusal's body is JSON, as the file host's own answers are; an HTML page,
+        an empty or any other body is a gateway's. Reads at most REFUSAL_HEAD bytes."""
+        try:
+            head = await response.content.read(REFUSAL_HEAD)
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False  # a refusal cut short proves nothing
+        return body_kind(head) is BodyKind.JSON
+
+    @staticmethod
     def _check_body(
         *,
         size: int,
@@ -374,10 +403,12 @@ class Fetcher:
                 "file host sent an error document instead of the file",
                 code="error_document",
                 refresh=True,
+                evidence=True,
             )
         if expected_size is not None and size != expected_size:
             raise FetchError(
                 f"received {size} bytes, Zoom advertised {expected_size}",
                 code="size_mismatch",
                 retryable=True,
+                evidence=True,
             )

@@ -11,9 +11,19 @@ fresh one is fetched from the message endpoint, which draws from the rate budget
 A refresh that meets anything short of evidence (a paused budget, a transient error, a refusal
 of that one request: `policy.action_of`) parks the job: it waits (the budget's `resume_at`, or
 a capped backoff) and tries again, as often as it takes, without counting as a failed
-download. Only evidence ends a job in `attachment_failed`: Zoom's 12004, a record without the
-attachment, a file host refusing fresh URLs again and again, a size over `max_bytes`, a host
-the policy refuses.
+download. The file host is treated the same way: a reset, a timeout, a short body, a 5xx or
+429, a gateway's HTML 404/403 page, any status we do not understand parks the job with the same
+capped backoff (`file_host`), as often as it takes; a gateway's refusal also drops the URL, so
+the job asks for a fresh one when its pause is over. A refusal in the file host's own words
+(its JSON 401/403/404/410, an error document, a size other than advertised) drops the URL too
+and pauses (`url_refused`): a fresh URL is asked for only after a pause, and only a *fresh*
+URL refused again counts; MAX_REFRESHES of those are evidence.
+
+Only evidence ends a job in `attachment_failed`: Zoom's 12004 for the message, a record
+without the attachment, MAX_REFRESHES fresh URLs refused by the file host itself, a size over
+`max_bytes`, a host or certificate the policy refuses. `--once` does not wait for ever on a
+job that keeps failing without evidence: `settled_for_once` ends the pass, incomplete and
+saying why, once every job is parked with six tries in a row that brought no file.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from archiver.config import DownloadConfig
 from archiver.downloads.blobs import commit_blob
@@ -41,19 +51,25 @@ from archiver.zoom.ratelimit import BudgetExhausted
 
 Key = tuple[str, str, str]  # session_id, message_id, attachment_id
 
-MAX_ATTEMPTS = 6  # transfer failures (resets, 5xx, short bodies) before attachment_failed
-MAX_REFRESHES = 4  # fresh URLs tried before attachment_failed
-RETRY_BASE = 1.0
+MAX_REFRESHES = 4  # fresh URLs refused by the file host itself before attachment_failed
+RETRY_BASE = 1.0  # seconds before the first retry after a file host failure without evidence
+# Answers that end a job at once: over max_bytes, and what our policy refuses (a host, a
+# scheme, an address, a certificate). Every other FetchError is retried.
+FINAL_CODES: Final = frozenset({"too_large", "url_refused", "tls"})
+FILE_HOST: Final = "file_host"  # parked: the file host failed without evidence (Job.parked)
+URL_REFUSED: Final = "url_refused"  # parked: the file host refused the URL; fresh one next
 MAX_IDLE_WAIT = 60.0  # re-check at least this often: the wall clock may have jumped
 RELOAD_INTERVAL = 30.0  # seconds between reads of the ledger for jobs written behind our back
-PARK_BASE = 1.0  # seconds before the first retry of a parked refresh
-PARK_CAP = 600.0  # the longest backoff between tries of a parked refresh
+PARK_BASE = 1.0  # seconds before the first retry of a refused refresh or a refused URL
+PARK_CAP = 600.0  # the longest backoff between two tries of a parked job
 
 
-def park_delay(parkings: int, rng: random.Random) -> float:
-    """Seconds a job waits after its `parkings`-th refusal in a row: doubling from PARK_BASE up
-    to PARK_CAP, with half of it jittered so jobs parked together do not retry together."""
-    ceiling = min(PARK_CAP, PARK_BASE * 2.0 ** min(max(parkings - 1, 0), 30))
+def park_delay(parkings: int, rng: random.Random, base: float | None = None) -> float:
+    """Seconds a job waits after its `parkings`-th refusal in a row: doubling from `base`
+    (PARK_BASE) up to PARK_CAP, with half of it jittered so jobs parked together do not retry
+    together."""
+    start = PARK_BASE if base is None else base
+    ceiling = min(PARK_CAP, start * 2.0 ** min(max(parkings - 1, 0), 30))
     return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
 
 
@@ -69,11 +85,17 @@ class Job:
     exp: float | None = None
     dig: str | None = None
     attempts: int = 0  # downloads tried, for the record
-    failures: int = 0  # transfer failures (resets, 5xx, short bodies): backoff and the limit
-    refreshes: int = 0
+    failures: int = 0  # file host failures without evidence (resets, 5xx, gateway pages)
+    refreshes: int = 0  # fresh URLs fetched
+    refusals: int = 0  # fresh URLs the file host itself refused: MAX_REFRESHES is evidence
+    fresh: bool = False  # the URL came from a refresh (not from a sync page or a webhook)
     not_before: float = 0.0
-    parkings: int = 0  # refreshes refused in a row without evidence (reset by a fresh URL)
-    parked: str | None = None  # why the last refresh was refused (an Action's value)
+    # Tries in a row that brought no file (a refused refresh, a file host failure, a refused
+    # URL): the backoff and `stalled`. Never reset by a fresh URL alone, which is no file:
+    # a gateway that refuses every fresh URL must not be asked again every second.
+    parkings: int = 0
+    parked: str | None = None  # why the last try brought no file (an Action's value, FILE_HOST
+    # or URL_REFUSED)
 
     @property
     def key(self) -> Key:
@@ -183,7 +205,7 @@ class DownloadManager:
                     size=att.size,
                 )
                 if att.download_url and key not in self._active:
-                    job.url = att.download_url
+                    job.url, job.fresh = att.download_url, False
                     job.exp = claims.exp if claims else None
                     job.dig = claims.dig if claims else None
                 self._push(job)
@@ -352,52 +374,73 @@ class DownloadManager:
                 self._active.discard(job.key)
 
     async def _process(self, job: Job) -> None:
-        log = self._log.bind(
-            session_id=job.session_id, message_id=job.message_id, attachment_id=job.attachment_id
+        if (job.url is None or self._expiring(job)) and not await self._refresh(job):
+            return
+        started = time.monotonic()
+        try:
+            fetched = await self._fetcher.fetch(job.url or "", expected_size=job.size, dig=job.dig)
+        except FetchError as exc:
+            if exc.resource:
+                # Our descriptors or memory, not the attachment: wait, count nothing.
+                self._wait_for_resources(job, exc.reason)
+                return
+            job.attempts += 1
+            await self._fetch_failed(job, exc)
+            return
+        elapsed = max(time.monotonic() - started, 1e-3)
+        self._rate = (
+            fetched.size / elapsed
+            if self._rate == 0
+            else (0.8 * self._rate + 0.2 * fetched.size / elapsed)
         )
-        while True:
-            if job.url is None or self._expiring(job):
-                if job.refreshes >= MAX_REFRESHES:
+        await self._store(job, fetched.path, fetched.sha256, fetched.size)
+
+    async def _fetch_failed(self, job: Job, exc: FetchError) -> None:
+        """What a failed fetch means for the job: evidence fails it, anything else parks it."""
+        if exc.code in FINAL_CODES:
+            await self._fail(job, exc.reason, exc.code)
+            return
+        if exc.evidence:
+            # The file host's own refusal: a fresh URL may cure it (an expired JWT, a size
+            # Zoom has since corrected), but only after a pause, and a fresh URL refused again
+            # counts against the attachment.
+            was_fresh = job.fresh
+            job.url, job.fresh = None, False
+            if was_fresh:
+                job.refusals += 1
+                if job.refusals >= MAX_REFRESHES:
                     await self._fail(
-                        job, "download URL kept failing after refreshes", "refreshes_exhausted"
+                        job,
+                        f"download URL kept failing after refreshes: {exc.reason}",
+                        "refreshes_exhausted",
                     )
                     return
-                if not await self._refresh(job):
-                    return
-            started = time.monotonic()
-            try:
-                fetched = await self._fetcher.fetch(
-                    job.url or "", expected_size=job.size, dig=job.dig
-                )
-            except FetchError as exc:
-                if exc.resource:
-                    # Our descriptors or memory, not the attachment: wait, count nothing.
-                    self._wait_for_resources(job, exc.reason)
-                    return
-                job.attempts += 1
-                if exc.refresh:
-                    # A refused URL is not a transfer failure: a fresh URL fixes it at once.
-                    log.info("download_url_refused", reason=exc.reason)
-                    job.url = None
-                    continue
-                job.failures += 1
-                if exc.retryable and job.failures < MAX_ATTEMPTS:
-                    log.info("download_retry", reason=exc.reason, attempts=job.attempts)
-                    self._retry_later(job)
-                    return
-                await self._fail(job, exc.reason, exc.code)
-                return
-            elapsed = max(time.monotonic() - started, 1e-3)
-            self._rate = (
-                fetched.size / elapsed
-                if self._rate == 0
-                else (0.8 * self._rate + 0.2 * fetched.size / elapsed)
-            )
-            await self._store(job, fetched.path, fetched.sha256, fetched.size)
+            self._park_download(job, URL_REFUSED, exc.reason, PARK_BASE)
             return
+        # No evidence against the file: a reset, a timeout, a short body, a 5xx or 429, a
+        # gateway's page, a status or redirect we do not understand. Wait and try again, as
+        # often as it takes; after a gateway's refusal, with a fresh URL (asked for then).
+        job.failures += 1
+        if exc.refresh or exc.code == "http_status":
+            job.url, job.fresh = None, False
+        self._park_download(job, FILE_HOST, exc.reason, RETRY_BASE)
 
-    def _retry_later(self, job: Job) -> None:
-        job.not_before = self._clock() + RETRY_BASE * 2 ** (job.failures - 1)
+    def _park_download(self, job: Job, why: str, reason: str, base: float) -> None:
+        job.parkings += 1
+        job.parked = why
+        self.stats.parkings_by_reason[why] = self.stats.parkings_by_reason.get(why, 0) + 1
+        job.not_before = self._clock() + park_delay(job.parkings, self._rng, base)
+        self._log.info(
+            "download_retry",
+            session_id=job.session_id,
+            message_id=job.message_id,
+            attachment_id=job.attachment_id,
+            why=why,
+            reason=reason,
+            attempts=job.attempts,
+            parkings=job.parkings,
+            wait=round(job.not_before - self._clock(), 1),
+        )
         self._active.discard(job.key)
         self._push(job)
 
@@ -456,11 +499,12 @@ class DownloadManager:
             return False
         job.refreshes += 1
         self.stats.refreshes += 1
-        job.parkings, job.parked = 0, None
+        job.parked = None  # moving again; `parkings` counts on until a file comes
         for att in attachments_of(record):
             if att.attachment_id == job.attachment_id and att.download_url:
                 claims = jwt_claims(att.download_url)
                 job.url, job.exp, job.dig = att.download_url, claims.exp, claims.dig
+                job.fresh = True
                 if att.size is not None:
                     job.size = att.size
                 return True
