@@ -66,6 +66,8 @@ PARKED_BECAUSE = {
     "retry": "Zoom kept failing",
     "session_failure": "refused for that session",
     "bad_response": "unreadable answers",
+    "file_host": "the file host kept failing",  # downloads: no file, no evidence either
+    "url_refused": "the file host refused fresh URLs",
 }
 
 
