@@ -67,6 +67,11 @@ class OutDir:
         self.path = path
         self._fds: dict[str, int] = {"": os.open(path, _DIR_FLAGS)}
 
+    def through_descriptor(self) -> str:
+        """The folder as a path the kernel resolves through the descriptor, never through
+        its name: /proc/self/fd/N (for SQLite, which opens by path)."""
+        return f"/proc/self/fd/{self._fds['']}"
+
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)

@@ -9,11 +9,11 @@ ordering need; the lines themselves are read back from the segments when they ar
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from archiver.export.filters import ExportFilter, as_text, matches, record_epoch
@@ -21,6 +21,7 @@ from archiver.export.reader import Line, ManifestScan
 
 _BATCH: Final = 5000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_FD_FOLDER = re.compile(r"/proc/self/fd/[0-9]+")
 PROBLEMS_KEPT: Final = 1000
 
 _SCHEMA = """
@@ -85,11 +86,26 @@ class AttachmentState:
 
 
 class ExportIndex:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, folder: str) -> None:
+        """The index in a temporary database whose file SQLite makes in `folder` (the --out
+        descriptor's /proc/self/fd/N path): created O_CREAT|O_EXCL|O_NOFOLLOW, 0600, under a
+        random name, and unlinked at once, so no name of it is ever there to be replaced by a
+        link, and a link planted beforehand is never followed. Sorts spill there too
+        (temp_store=FILE). sqlite3.OperationalError when `folder` is not a writable folder.
+        """
+        if not _FD_FOLDER.fullmatch(folder):
+            raise ValueError(f"not a /proc/self/fd/N folder: {folder!r}")
         # isolation_level=None: autocommit, with one explicit transaction around the bulk load
         # (each statement after it is a transaction of its own). Journal off and no fsync:
-        # the file is scratch space, deleted whatever happens.
-        self.db = sqlite3.connect(path, isolation_level=None)
+        # the file is scratch space, gone whatever happens.
+        self.db = sqlite3.connect("", isolation_level=None)
+        try:
+            # Process-wide (SQLite's temporary folder): set for the index's life only. Only
+            # digits and slashes, checked above, go into the statement.
+            self.db.execute(f"PRAGMA temp_store_directory = '{folder}'")
+        except BaseException:
+            self.db.close()
+            raise
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA temp_store=FILE;"
             "PRAGMA cache_size=-8192;" + _SCHEMA
@@ -97,6 +113,8 @@ class ExportIndex:
         self.problems = 0
 
     def close(self) -> None:
+        with contextlib.suppress(sqlite3.ProgrammingError):  # closed already
+            self.db.execute("PRAGMA temp_store_directory = ''")
         self.db.close()
 
     def problem(self, text: str) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -30,7 +31,6 @@ from archiver.export.text import shorten
 from archiver.export.view import MessageView, Person, message_view
 
 EXPORT_FORMAT: Final = 1
-SCRATCH: Final = ".export-index.sqlite3"
 CSV_FILE: Final = "messages.csv"
 JSONL_FILE: Final = "messages.jsonl"
 INDEX_FILE: Final = "index.html"
@@ -56,37 +56,50 @@ def export_archive(
     ManifestCorruptError (ChainBroken) when the chain does not hold.
     """
     created = _prepare_out(root, out)
-    scratch = out / SCRATCH
-    index = ExportIndex(scratch)
+    outdir = OutDir(out)
     try:
-        scan = ManifestScan(root)
         try:
-            index.load(scan, flt)
-        except BaseException:
-            index.close()
-            scratch.unlink(missing_ok=True)
+            index = _open_index(outdir)
+        except ExportUsageError:
             if created:
-                out.rmdir()  # nothing else was written yet: leave no trace of a refused export
+                os.rmdir(out)
             raise
-        index.select(flt.all_versions)
-        prod = html.Production(
-            tool=f"zoom-sms-archiver {__version__}",
-            created_at=(now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            last_seq=scan.last_seq,
-            head=scan.head,
-            filter_text=_describe(flt),
-        )
-        outdir = OutDir(out)
         try:
+            scan = ManifestScan(root)
+            try:
+                index.load(scan, flt)
+            except BaseException:
+                index.close()
+                if created:
+                    os.rmdir(out)  # nothing was written yet: leave no trace of a refused export
+                raise
+            index.select(flt.all_versions)
+            prod = html.Production(
+                tool=f"zoom-sms-archiver {__version__}",
+                created_at=(now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                last_seq=scan.last_seq,
+                head=scan.head,
+                filter_text=_describe(flt),
+            )
             with LineReader(root) as reader:
                 return _Export(
                     root=root, out=outdir, flt=flt, index=index, reader=reader, prod=prod
                 ).run(scan)
         finally:
-            outdir.close()
+            index.close()
     finally:
-        index.close()
-        scratch.unlink(missing_ok=True)
+        outdir.close()
+
+
+def _open_index(outdir: OutDir) -> ExportIndex:
+    """The scratch index, its file made by SQLite in --out through the folder's descriptor."""
+    try:
+        return ExportIndex(outdir.through_descriptor())
+    except sqlite3.OperationalError as exc:
+        raise ExportUsageError(
+            f"--out {outdir.path}: the export's index cannot be made there through the "
+            f"folder's descriptor ({exc}); the export needs /proc mounted"
+        ) from exc
 
 
 def _prepare_out(root: Path, out: Path) -> bool:
