@@ -372,7 +372,13 @@ def _bucket_call(what: str, call: Callable[[], T]) -> T | None:
         return call()
     except (ClientError, BotoCoreError, OSError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
-            raise
+            print(
+                f"zoom-sms-archiver: {what}: {exc.strerror or type(exc).__name__}"
+                f"{f' ({exc.filename})' if exc.filename else ''}: free space or fix the "
+                "permissions, then run again",
+                file=sys.stderr,
+            )
+            return None
         print(
             f"zoom-sms-archiver: {what}: the bucket failed mid-way ({describe(exc)}); nothing "
             "was changed that a second run does not finish: check the bucket and run again",
