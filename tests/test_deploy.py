@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from archiver.config import SyncConfig, load_config, read_client_secret
+from archiver.config import DownloadConfig, SyncConfig, load_config, read_client_secret
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -225,6 +225,98 @@ def test_promised_directives(analyze: str, name: str) -> None:
     assert "EnvironmentFile" not in svc
     for value in svc.get("Environment", []):
         assert not re.search(r"(?i)secret|token|passw", value), value
+
+
+def bytes_value(value: str) -> int:
+    """A systemd size (1G, 512M, ...) in bytes: base 1024, as systemd reads MemoryMax=."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    match = re.fullmatch(r"(\d+)([KMGT]?)", value)
+    assert match, f"MemoryMax={value}: expected a size such as 1G"
+    return int(match.group(1)) * units.get(match.group(2), 1)
+
+
+# The highest peak RSS measured (the units' comment: `run --once`, 12,798 attachments,
+# downloads.workers = 8); MemoryMax= must leave a wide margin above it.
+PEAK_RSS = 117_000_000
+# Threads besides the download sinks: the event loop, the manifest writer, asyncio's default
+# pool (min(32, CPUs + 4)).
+FIXED_THREADS = 1 + 1 + 32
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_resource_ceilings(name: str) -> None:
+    svc = service(name)
+    memory = bytes_value(one(svc, "MemoryMax"))
+    assert 8 * PEAK_RSS <= memory <= 4 << 30, memory
+    tasks = int(one(svc, "TasksMax"))
+    assert tasks >= 2 * (FIXED_THREADS + DownloadConfig().workers), tasks
+    assert tasks <= 1024, tasks
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_link_local_and_multicast_are_denied(name: str) -> None:
+    svc = service(name)
+    denied = set(one(svc, "IPAddressDeny").split())
+    assert {"169.254.0.0/16", "fe80::/10", "224.0.0.0/4", "ff00::/8"} <= denied, denied
+    # Narrowing is the site's drop-in (deploy/README.md); an allow list here would win over
+    # the deny list for whatever it names.
+    assert "IPAddressAllow" not in svc
+    assert "IPAddressAllow=" in (DEPLOY / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_proc_subset_pid(name: str) -> None:
+    assert one(service(name), "ProcSubset") == "pid"
+
+
+# ProcSubset=pid, for real: a user and PID namespace with its own /proc mounted subset=pid,
+# where the daemon's metrics registry is scraped once.
+PROC_SUBSET_PROBE = textwrap.dedent(
+    """
+    import os, sys
+    from prometheus_client import generate_latest
+    from archiver.ops.metrics import Telemetry, build_registry
+    if os.path.exists("/proc/stat"):
+        sys.exit("/proc/stat is visible: not a subset=pid /proc")
+    with open("/proc/self/stat") as stat:
+        print("STARTTIME", stat.read().rsplit(")", 1)[1].split()[19])
+    sys.stdout.write(generate_latest(build_registry(Telemetry(poll_interval=60))).decode())
+    """
+)
+
+
+def test_process_metrics_on_a_subset_pid_proc() -> None:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.fail("unshare not found: install util-linux")
+    mount = 'mount -t proc -o subset=pid proc /proc && exec "$0" -c "$1"'
+    command = [unshare, "--user", "--map-root-user", "--pid", "--fork", "--mount"]
+    result = subprocess.run(
+        [*command, "sh", "-c", mount, sys.executable, PROC_SUBSET_PROBE],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    if result.returncode != 0 and "unshare failed" in result.stderr:
+        pytest.skip(f"this kernel or container refuses user namespaces: {result.stderr}")
+    assert result.returncode == 0, output
+    values = {}
+    for line in result.stdout.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            values[key] = float(value)
+    for name in ("resident_memory_bytes", "virtual_memory_bytes", "cpu_seconds_total"):
+        assert values.get(f"process_{name}", 0) > 0, output
+    assert 0 < values["process_open_fds"] <= values["process_max_fds"], output
+    # The start time from the boot clock agrees with the kernel's boot time (/proc/stat, seen
+    # from outside) to within its whole-second rounding.
+    with open("/proc/stat") as stat:
+        btime = next(int(x.split()[1]) for x in stat if x.startswith("btime "))
+    expected = btime + values["STARTTIME"] / os.sysconf("SC_CLK_TCK")
+    assert abs(values["process_start_time_seconds"] - expected) < 2, output
 
 
 def test_sample_config_matches_the_template() -> None:
