@@ -133,6 +133,11 @@ class SimulatorConfig:
     forbidden_probability: float = knob(
         0.0, "answer 403, with Zoom's JSON (code 200, not 12004) or an HTML page, per request"
     )
+    file_gateway_probability: float = knob(
+        0.0,
+        "chance per file host request that a gateway in front of it answers 404, 403 or 502 "
+        "with an HTML page and no code, before the JWT is looked at (the file is untouched)",
+    )
     # --- live traffic and sync tokens ---
     live_rate: float = knob(0.0, "new messages per second while running (0 = off)")
     token_expiry: float | None = knob(
@@ -226,7 +231,8 @@ def _check_types(config: SimulatorConfig) -> None:
 
 
 def _check_ranges(config: SimulatorConfig) -> None:
-    for name in (*FAULTS, *GATEWAY, *PAGE_SHAPES, "attachment_probability", "busy_fraction"):
+    probabilities = (*FAULTS, *GATEWAY, *PAGE_SHAPES, "file_gateway_probability")
+    for name in (*probabilities, "attachment_probability", "busy_fraction"):
         value = getattr(config, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"{value} is not a probability in [0, 1]", key=name)

@@ -9,7 +9,9 @@ A request left without a fault may meet a gateway in front of the API (`/v2` pat
 the OAuth token endpoint): one more draw, with the `html_404_probability` and
 `forbidden_probability` switches, answers 404 with an HTML page, or 403 with Zoom's JSON or
 an HTML page, before the access token is even looked at. Neither says anything about the
-session: the data behind it is untouched.
+session: the data behind it is untouched. The file host has its own gateway
+(`file_gateway_probability`, drawn by the file host for a request left without a fault): 404,
+403 or 502 with an HTML page, which says nothing about the file either.
 """
 
 from __future__ import annotations
@@ -63,6 +65,16 @@ def gateway_answer(kind: str, rng: random.Random) -> web.Response:
     if rng.random() < 0.5:
         return web.json_response(FORBIDDEN_JSON, status=403)
     return _html(403, "Forbidden")
+
+
+def file_gateway_answer(config: SimulatorConfig, rng: random.Random) -> web.Response | None:
+    """A gateway page in front of the file host (404, 403 or 502, HTML, no code), by the
+    `file_gateway_probability` odds; None (and no draw when the switch is off) otherwise."""
+    chance = config.file_gateway_probability
+    if not chance or rng.random() >= chance:
+        return None
+    status, reason = rng.choice(((404, "Not Found"), (403, "Forbidden"), (502, "Bad Gateway")))
+    return _html(status, reason)
 
 
 def _html(status: int, reason: str) -> web.Response:

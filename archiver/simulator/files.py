@@ -4,6 +4,9 @@ A missing, forged or expired JWT gets 401 with a JSON body (with `quirk_expired_
 HTTP 200 with the same JSON body, the trap of downloaders that save error bodies as files).
 An attachment of a deleted session, or an unknown id, is 404. No Range support: every
 answer is the whole file with its Content-Length and a Content-Type matching its type.
+With `file_gateway_probability`, a request the fault draw left alone may meet a gateway first:
+404, 403 or 502 with an HTML page and no code (counted as the `file_gateway` fault), whatever
+the JWT and the file.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import asyncio
 from aiohttp import web
 
 from archiver.simulator.content import CONTENT_TYPES
-from archiver.simulator.faults import FAULT, abort, fault_middleware
+from archiver.simulator.faults import FAULT, abort, fault_middleware, file_gateway_answer
 from archiver.simulator.state import SimState
 
 
@@ -33,6 +36,11 @@ class FileHost:
 
     async def download(self, request: web.Request) -> web.StreamResponse:
         state = self.state
+        if request.get(FAULT) is None:
+            gateway = file_gateway_answer(state.config, state.fault_rng)
+            if gateway is not None:
+                state.stats.faults["file_gateway"] += 1
+                return gateway
         entry = state.attachments.get(request.match_info["attachment_id"])
         if entry is None or entry[1].deleted:
             return web.json_response({"code": 404, "message": "File does not exist."}, status=404)
