@@ -13,8 +13,9 @@ Rules that keep the archive complete (DESIGN.md, invariants 4 and 8):
   alone would end the walk too early). A short page is no proof of anything.
 - ISync is repeated while its page comes back full (the boundary message may take a slot) and
   while the newest time the sync windows returned is older than the time the session list
-  gave; `StepResult.synced_to` is that evidence, and the supervisor marks a session synced on
-  it alone.
+  gave; `StepResult.synced_to` is that evidence. A run of ISyncs that ends on a page that is
+  not full but brought new messages is not caught up (`count` is loose): `caught_up` stays
+  False and the supervisor makes one confirming ISync. It marks a session synced only on both.
 - A non-empty page without `sync_token`: its messages are archived, the cursor stays, the
   request is repeated after a pause; `NO_TOKEN_LIMIT` in a row make the step fail.
 """
@@ -68,6 +69,11 @@ class StepResult:
     # session is synced up to the time the list gave), after this step.
     synced_to: datetime | None = None
     phase: Phase | None = None  # the backfill walk's phase after this step
+    # The newest end is caught up as of a call this step made: an FSync (first contact or a
+    # gap fill's), or an ISync whose last page came back empty or held only messages already
+    # archived. A short ISync page that brought new messages is no such evidence (Zoom's
+    # `count` is loose): it earns one confirming ISync (the supervisor queues it).
+    caught_up: bool = False
 
 
 async def _no_attachments(_session_id: str, _records: list[JsonObject]) -> None:
@@ -217,6 +223,7 @@ class SessionSync:
                 )
                 self._save_walk(session_id, walk)
                 self._raise_hwm(session_id, newest_time(page.messages))
+                result.caught_up = True
                 return
             await asyncio.sleep(self._pause(attempt))
         self._no_token_failure(session_id, Walk(no_token=NO_TOKEN_LIMIT))
@@ -224,6 +231,7 @@ class SessionSync:
     async def _isync(self, session_id: str, token: str, result: StepResult) -> bool:
         """ISync while the page comes back full; 7035/300 starts the gap fill (returns True)."""
         no_token = 0
+        result.caught_up = False  # only this run's last page can say so
         for _ in range(ISYNC_CALLS_PER_STEP):
             try:
                 page = await self._api.sync(session_id, ISYNC, self._count, token)
@@ -231,7 +239,9 @@ class SessionSync:
                 get_logger(session_id=session_id).info("sync_resync", code=exc.code)
                 await self._recover(session_id, result)
                 return True
+            before = result.new + result.changed
             await self._archive(session_id, page, result)
+            added = result.new + result.changed - before
             if page.sync_token:
                 token = page.sync_token
                 self._state.save_sync_tokens(session_id, newest_token=token)
@@ -246,6 +256,9 @@ class SessionSync:
                 await asyncio.sleep(self._pause(no_token))
                 continue
             if len(page.messages) < self._count:
+                # Not full: caught up only if nothing on it was new to us (empty, or the
+                # boundary message and repeats); else one confirming ISync settles it.
+                result.caught_up = added == 0
                 return False
         return False
 
@@ -291,6 +304,7 @@ class SessionSync:
                     self._state.save_sync_tokens(session_id, newest_token=gap["newest"])
                 self._raise_hwm(session_id, gap.get("top"))
                 self._set_gap(session_id, None)
+                result.caught_up = True
                 return
             gap = {**gap, "cursor": walk.cursor, "no_token": walk.no_token}
             self._set_gap(session_id, gap)

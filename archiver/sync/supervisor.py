@@ -42,9 +42,11 @@ PARK_LIMIT_ONCE = 120.0
 # exists. The watermark stays at our own start time; the lookback covers the other side.
 CLOCK_SKEW = timedelta(minutes=5)
 # The session list gives a session's last message time to the second. A sync that began
-# before that second was over (by this much, for the two clocks) may have missed a message
-# of the same second: the session stays "needs sync" until a sync that began later.
-SAME_SECOND_MARGIN = timedelta(seconds=2)
+# before that second was over (in Zoom's time, estimated from the `Date` of its answers:
+# `ZoomClient.clock_offset`), plus this margin for a message Zoom makes visible a few seconds
+# after its `date_time`, may have missed a message of the same second: the session stays
+# "needs sync" until a confirming ISync made later comes back with nothing new.
+SAME_SECOND_MARGIN = timedelta(seconds=5)
 META_WALKED_TO = "discovery_walked_to"
 META_WATERMARK = "discovery_watermark"
 
@@ -75,6 +77,7 @@ class Supervisor:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         idle_check: Callable[[], bool] = lambda: True,
         backoff: Callable[[int], float] | None = None,
+        delay: Callable[[float], float] | None = None,
     ) -> None:
         self._config = config
         self._client = client
@@ -85,6 +88,9 @@ class Supervisor:
         self._idle_check = idle_check  # e.g. "download queue drained", for --once
         # Seconds before a failed session's attempt n (1, 2, ...) is tried again.
         self._backoff = backoff or ((lambda n: 0.5 * n) if once else (lambda n: min(300.0, 2.0**n)))
+        # Real seconds to wait for `s` seconds to pass on `now`'s clock (a test on a virtual
+        # clock advances it and answers 0).
+        self._delay = delay or (lambda seconds: seconds)
         self._queue: asyncio.PriorityQueue[tuple[int, int, str]] = asyncio.PriorityQueue()
         self._queued: dict[str, int] = {}
         self._busy: set[str] = set()
@@ -100,6 +106,8 @@ class Supervisor:
         self._attempts: dict[str, int] = {}
         self._retrying: dict[str, int] = {}  # session -> retries scheduled (call_later)
         self.failed_sessions: dict[str, str] = {}
+        # Sessions owed a confirming ISync (CONFIRM priority) -> Zoom time it is due at.
+        self._isync_due: dict[str, datetime] = {}
         self.progress = Progress()
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -128,7 +136,7 @@ class Supervisor:
         Empty only when every known session that is not gone upstream is synced to the time
         the list gave and its walk back ended on evidence (DESIGN.md, invariant 8)."""
         reasons = dict(self.failed_sessions)
-        for session in self._state.sessions():
+        for session in self._state.sessions(include_gone=True):
             if session.session_id not in reasons:
                 why = self._why_incomplete(session)
                 if why:
@@ -137,11 +145,24 @@ class Supervisor:
 
     def _why_incomplete(self, session: Any) -> str | None:
         sid = session.session_id
+        if session.gone:
+            return (
+                f"marked gone (Zoom code 12004) but the list shows a message at "
+                f"{session.last_message_time}, after what is held "
+                f"({session.synced_message_time or 'nothing'})"
+                if _listed_after_held(session)
+                else None
+            )
         if (
             session.synced_message_time is None
             or (session.last_message_time or "") > session.synced_message_time
         ):
             reached = self._sync.synced_to(sid)
+            if sid in self._isync_due:
+                return (
+                    f"confirming ISync for the listed time {session.last_message_time} not "
+                    f"done (due {self._isync_due[sid].isoformat()}, Zoom time)"
+                )
             return (
                 f"not synced to the listed time {session.last_message_time} "
                 f"(sync reached {reached.isoformat() if reached else 'nothing yet'})"
@@ -281,8 +302,9 @@ class Supervisor:
                 known = self._state.get_session(info.session_id)
                 listed = info.last_access_time.isoformat() if info.last_access_time else None
                 if known is not None and known.gone:
-                    # Gone (12004) until the list shows activity newer than what we knew.
-                    if listed is None or (known.last_message_time or "") >= listed:
+                    # Gone (12004) until the list shows a message newer than what we hold
+                    # (not than what an earlier list said: discovery raised that already).
+                    if listed is None or (known.synced_message_time or "") >= listed:
                         continue
                     self._log.warning("session_back", session_id=info.session_id, listed=listed)
                     self._state.mark_back(info.session_id)
@@ -323,9 +345,13 @@ class Supervisor:
         log = self._log.bind(session_id=session_id)
         before = self._state.get_session(session_id)
         listed_at_start = before.last_message_time if before is not None else None
-        began = self._now()
+        began = self.zoom_now()
+        # A confirming ISync is an incremental step queued behind everything else.
+        incremental = priority == INCREMENTAL or (
+            priority == CONFIRM and self._isync_due.pop(session_id, None) is not None
+        )
         try:
-            if priority == INCREMENTAL:
+            if incremental:
                 result = await self._sync.incremental(session_id, parse_time(listed_at_start))
             else:
                 result = await self._sync.backfill(
@@ -355,12 +381,9 @@ class Supervisor:
             return
         self._account(result)
         if result.gone:
-            self._succeeded(session_id)
-            self.incomplete_sessions.discard(session_id)
+            self._after_gone(session_id)
             return
-        if priority != INCREMENTAL or self._settle_incremental(
-            session_id, listed_at_start, began, result
-        ):
+        if not incremental or self._settle_incremental(session_id, listed_at_start, began, result):
             self._succeeded(session_id)
         self._enqueue_walk(session_id, result.phase)
         session = self._state.get_session(session_id)
@@ -370,6 +393,15 @@ class Supervisor:
             self.incomplete_sessions.discard(session_id)
         else:
             self.incomplete_sessions.add(session_id)
+
+    def _after_gone(self, session_id: str) -> None:
+        self._succeeded(session_id)
+        self._isync_due.pop(session_id, None)
+        gone = self._state.get_session(session_id)
+        if gone is not None and self._why_incomplete(gone):
+            self.incomplete_sessions.add(session_id)  # the list shows more than we hold
+        else:
+            self.incomplete_sessions.discard(session_id)
 
     def _settle_incremental(
         self, session_id: str, listed: str | None, began: datetime, result: StepResult
@@ -392,13 +424,30 @@ class Supervisor:
                 ),
             )
             return False
-        if not _second_is_over(listed, began):
-            # Another message of the same second may still come: look again once it is over.
-            wait = (listed_time or began) + timedelta(seconds=1) + SAME_SECOND_MARGIN - began
-            self._retry_later(session_id, INCREMENTAL, max(0.1, wait.total_seconds()))
+        if not result.caught_up or not _second_is_over(listed, began):
+            # The last ISync page was not full but brought news (a short page proves nothing),
+            # or another message of the listed second may still come: one confirming ISync,
+            # behind all other work, once the second is over in Zoom's time.
+            due = _due(listed, began)
+            self._isync_due[session_id] = due
+            wait = (due - self.zoom_now()).total_seconds()
+            if self._once and wait > PARK_LIMIT_ONCE:
+                self.failed_sessions[session_id] = (
+                    f"the list time {listed} lies {round(wait)} s ahead of Zoom's clock; "
+                    "the confirming ISync is left for a later pass"
+                )
+                return True
+            self._retry_later(session_id, CONFIRM, self._delay(max(0.0, wait)))
             return True
+        self._isync_due.pop(session_id, None)
         self._state.mark_synced(session_id, listed)
         return True
+
+    def zoom_now(self) -> datetime:
+        """Zoom's time now: our clock plus the offset the client saw in Zoom's `Date`s."""
+        offset = getattr(self._client, "clock_offset", None)
+        now = self._now()
+        return now + offset if isinstance(offset, timedelta) else now
 
     def _account(self, result: StepResult) -> None:
         self.progress.pages += result.pages
@@ -435,6 +484,19 @@ class Supervisor:
             self.enqueue(session_id, priority)
 
         asyncio.get_running_loop().call_later(delay, retry)
+
+
+def _listed_after_held(session: Any) -> bool:
+    listed = session.last_message_time
+    return bool(listed) and listed > (session.synced_message_time or "")
+
+
+def _due(listed: str | None, began: datetime) -> datetime:
+    """When (Zoom time) a sync sees every message of the listed second."""
+    second = parse_time(listed)
+    if second is None:
+        return began
+    return second.replace(microsecond=0) + timedelta(seconds=1) + SAME_SECOND_MARGIN
 
 
 def _second_is_over(listed: str | None, began: datetime) -> bool:

@@ -15,10 +15,13 @@ import asyncio
 import json
 import math
 import random
-from collections.abc import Mapping
+import statistics
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -36,6 +39,9 @@ from archiver.zoom.models import (
 )
 from archiver.zoom.policy import REPEATING, Action, BodyKind, body_kind, decide, error_for
 from archiver.zoom.ratelimit import Budgets, backoff_delay
+
+# Zoom's clock offset is the median of this many recent (Date - our clock) samples.
+CLOCK_SAMPLES: Final = 15
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,10 @@ class ZoomClient:
         *,
         policy: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._http = http
+        self._clock = clock or (lambda: datetime.now(UTC))  # ours, for `clock_offset`
         self._auth = auth
         self._budgets = budgets
         self._policy = policy or RetryPolicy()
@@ -66,6 +74,30 @@ class ZoomClient:
         self._timeout = aiohttp.ClientTimeout(total=self._policy.request_timeout)
         self.requests = 0
         self.by_label_status: dict[tuple[str, int], int] = {}
+        self._offsets: deque[float] = deque(maxlen=CLOCK_SAMPLES)
+
+    @property
+    def clock_offset(self) -> timedelta:
+        """Zoom's clock minus ours, from the `Date` header of its recent answers (zero before
+        the first). `Date` is truncated to the second and stamped before the answer travels,
+        so the estimate errs towards Zoom's clock being behind: "that second is over in Zoom's
+        time" is never judged early by it. A median, so one odd gateway cannot move it."""
+        if not self._offsets:
+            return timedelta(0)
+        return timedelta(seconds=statistics.median(self._offsets))
+
+    def observe_date(self, value: str | None, received: datetime | None = None) -> None:
+        """Record one answer's `Date` header (ignored when absent or not an HTTP date)."""
+        if not value:
+            return
+        try:
+            stamped = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return
+        if stamped.tzinfo is None:
+            stamped = stamped.replace(tzinfo=UTC)
+        now = received or self._clock()
+        self._offsets.append((stamped - now).total_seconds())
 
     @property
     def auth(self) -> TokenProvider:
@@ -147,6 +179,7 @@ class ZoomClient:
                 message = type(exc).__name__  # a class name: never a URL or a token
             else:
                 self.requests += 1
+                self.observe_date(headers.get("Date"))
                 key = (label, status)
                 self.by_label_status[key] = self.by_label_status.get(key, 0) + 1
                 # Only a 429's body matters to the budget (the daily-limit text); decoding

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ class FakeList:
     def __init__(self, zoom: FakeZoom) -> None:
         self.zoom = zoom
         self.error: Exception | None = None
+        # Zoom's clock minus ours, as ZoomClient estimates it from `Date` (None: unknown).
+        self.clock_offset: timedelta | None = None
 
     async def list_sessions(self, **_kwargs: Any) -> SessionPage:
         if self.error is not None:

@@ -104,7 +104,9 @@ async def test_isync_sends_the_token_of_the_page_before(bed: Bed) -> None:
         await bed.run_pass()
     issued = {number: token for token, (_lo, _hi, number) in bed.zoom._windows.items()}
     isyncs = [i for i, (kind, _) in enumerate(bed.zoom.calls) if kind == "ISync"]
-    assert len(isyncs) == 3
+    # each pass: the ISync that brings the two messages (a page that is not full), then the
+    # confirming ISync from its token (short pages prove nothing), which comes back empty
+    assert len(isyncs) == 6
     for i in isyncs:
         # the newest end's token is the one the last FSync/ISync page before it carried
         before = max(j for j, (kind, _) in enumerate(bed.zoom.calls[:i]) if kind != "BSync")
