@@ -116,8 +116,9 @@ class DownloadStats:
 
 @dataclass(frozen=True, slots=True)
 class Stalled:
-    """Every queued job is parked, each refused `parkings` times or more in a row: what a
-    `--once` pass reports as incomplete rather than waiting for ever."""
+    """Every queued job is parked, each with `parkings` tries or more in a row that brought
+    no file (refused refreshes, file host failures, refused URLs): what a `--once` pass
+    reports as incomplete rather than waiting for ever."""
 
     count: int
     reasons: dict[str, int]
@@ -252,14 +253,15 @@ class DownloadManager:
 
     @property
     def parked(self) -> int:
-        """Jobs waiting after a refused refresh."""
+        """Jobs waiting after a try that brought no file (a refused refresh, a file host
+        failure, a refused URL)."""
         return sum(1 for job in self._jobs.values() if job.parked is not None)
 
     def stalled(self, min_parkings: int = 3, park_limit: float | None = None) -> Stalled | None:
         """Not None when nothing is downloading and every queued job is parked, each with at
-        least `min_parkings` refusals in a row or (given `park_limit`) not to be tried again
-        for longer than `park_limit` seconds (a spent daily budget): no progress is coming
-        soon (see `Stalled`)."""
+        least `min_parkings` tries in a row without a file or (given `park_limit`) not to be
+        tried again for longer than `park_limit` seconds (a spent daily budget): no progress
+        is coming soon (see `Stalled`)."""
         if self._active or not self._jobs:
             return None
         jobs = list(self._jobs.values())
