@@ -1,0 +1,67 @@
+"""Edges of zoom/ratelimit.py that `make mutate` found untested (issue 17, docs/TESTING.md):
+the log events an operator reads when Zoom relabels an endpoint or a daily cap is spent, and
+the labels `status` shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from archiver.zoom.ratelimit import BudgetExhausted, LabelLimit
+from tests.zoom.test_ratelimit import MIDNIGHT, FakeTime, make_budgets
+
+
+def named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == event]
+
+
+def test_a_learned_category_is_logged_with_what_it_was() -> None:
+    budgets = make_budgets(FakeTime())
+    with capture_logs() as logs:
+        assert budgets.learn_category("sync", "Heavy") is True
+        assert budgets.learn_category("sync", "heavy") is False  # the same again: no line
+    [entry] = named(logs, "rate_category_learned")
+    assert (entry["endpoint"], entry["label"], entry["was"]) == ("sync", "heavy", "medium")
+    assert entry["log_level"] == "info"
+    assert named(logs, "rate_category_overridden") == []
+
+
+def test_zoom_disagreeing_with_an_override_is_logged_and_the_override_stands() -> None:
+    budgets = make_budgets(FakeTime(), labels={"get_message": "light"})
+    with capture_logs() as logs:
+        assert budgets.learn_category("get_message", "Heavy") is False
+    [entry] = named(logs, "rate_category_overridden")
+    assert (entry["endpoint"], entry["zoom"], entry["config"]) == ("get_message", "heavy", "light")
+    assert named(logs, "rate_category_learned") == []
+    assert budgets.label_for("get_message") == "light"
+    # Zoom agreeing with the override is no disagreement.
+    with capture_logs() as logs:
+        budgets.learn_category("get_message", "Light")
+    assert named(logs, "rate_category_overridden") == []
+    assert [e["label"] for e in named(logs, "rate_category_learned")] == ["light"]
+
+
+def test_a_category_learned_for_one_endpoint_leaves_the_others() -> None:
+    budgets = make_budgets(FakeTime())
+    budgets.learn_category("sync", "Heavy")
+    assert budgets.learn_category("get_message", "Heavy") is True  # not the same endpoint
+    labels = budgets.endpoint_labels()
+    assert labels["sync"] == labels["get_message"] == "heavy"
+    assert labels["list_sessions"] == "medium"
+    budgets.learn_category("something_new", "Light")
+    assert budgets.endpoint_labels()["something_new"] == "light"
+
+
+async def test_a_spent_daily_cap_is_logged_once_with_the_label_and_count() -> None:
+    fake = FakeTime(wall=MIDNIGHT - 3600)
+    budgets = make_budgets(fake, share=0.5, table={"heavy": LabelLimit(1000, per_day=4)})
+    for _ in range(2):
+        await budgets.acquire("heavy")
+    with capture_logs() as logs:
+        for _ in range(2):
+            with pytest.raises(BudgetExhausted, match="heavy"):
+                await budgets.acquire("heavy", max_wait=30)
+    [entry] = named(logs, "rate_daily_cap_reached")
+    assert (entry["label"], entry["used"], entry["log_level"]) == ("heavy", 2, "warning")
