@@ -33,17 +33,23 @@ ALL_SWITCHES: Final[dict[str, Any]] = {
     "no_token_probability": 0.05,
     "html_404_probability": 0.05,
     "forbidden_probability": 0.05,
-    "fault_5xx": 0.05,  # 500/502/503, JSON or a gateway's HTML
+    "fault_5xx": 0.05,  # 500/502/503, JSON or a gateway's HTML (the API and the file host)
+    "file_gateway_probability": 0.05,  # the file host's gateway: HTML 404/403/502, no code
     "token_expiry": 20.0,
 }
+# What the bed must have shown after a run (else a pass could be complete by luck).
+SHOWN_FAULTS: Final = frozenset(
+    {"short_page", "no_token", "html_404", "forbidden", "5xx", "file_gateway"}
+)
 BURSTS: Final = (5, 19, 20, 21, 45)  # below, at, just over `count` (20), and twice over
 PASS_TIMEOUT: Final = 120.0  # two of them still end before pytest's 300 s
 SHOW: Final = 5  # ids shown per problem
 
 
 def bed_config(seed: int, **changes: Any) -> SimulatorConfig:
-    """500 small sessions (five busy ones of 100..260 messages: up to 13 pages of 20), no
-    attachments, no rate limits: every pass is about sync alone and stays quick."""
+    """500 small sessions (five busy ones of 100..260 messages: up to 13 pages of 20), a few
+    MMS with small files (the file host behind its own faults and gateway), no rate limits:
+    every pass stays quick."""
     values: dict[str, Any] = {
         "seed": seed,
         "sessions": 500,
@@ -51,7 +57,8 @@ def bed_config(seed: int, **changes: Any) -> SimulatorConfig:
         "mean_messages": 6.0,
         "busy_fraction": 0.01,
         "max_messages": 260,
-        "attachment_probability": 0.0,
+        "attachment_probability": 0.03,
+        "max_attachment_bytes": 4096,
         **ALL_SWITCHES,
         **changes,
     }
@@ -72,13 +79,18 @@ def add_bursts(sim: Simulator, rng: random.Random, sizes: tuple[int, ...], sessi
     added = 0
     for index, size in enumerate(sizes):
         for session_id in chosen[index * sessions : (index + 1) * sessions]:
-            added += len(sim.add_messages(size, session_id=session_id))
+            # MMS by attachment_probability, as live traffic: the second pass downloads too
+            added += len(sim.add_messages(size, session_id=session_id, attachments=None))
     return added
+
+
+AttachmentKey = tuple[str, str, str]  # session_id, message_id, attachment_id
 
 
 @dataclass
 class Comparison:
-    """Archive against truth, keyed by (session_id, message_id)."""
+    """Archive against truth, keyed by (session_id, message_id), and every attachment of an
+    archived message by (session_id, message_id, attachment_id)."""
 
     expected: int = 0
     archived: int = 0
@@ -86,21 +98,50 @@ class Comparison:
     extra: list[tuple[str, str]] = field(default_factory=list)
     duplicated: list[tuple[str, str]] = field(default_factory=list)  # same content twice
     different: list[tuple[str, str]] = field(default_factory=list)  # latest line is not the truth
+    attachments_expected: int = 0
+    attachments_archived: int = 0
+    # No line at all (the pass must not have exited 0), or more than one line
+    attachments_missing: list[AttachmentKey] = field(default_factory=list)
+    attachments_twice: list[AttachmentKey] = field(default_factory=list)
+    # attachment_failed: this bed's file host never gives evidence (it serves every file)
+    attachments_failed: list[AttachmentKey] = field(default_factory=list)
+    attachments_wrong: list[AttachmentKey] = field(default_factory=list)  # not the truth's hash
+    first_failure: str = ""  # the reason of one attachment_failed line
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.extra or self.duplicated or self.different)
+        return not (
+            self.missing
+            or self.extra
+            or self.duplicated
+            or self.different
+            or self.attachments_missing
+            or self.attachments_twice
+            or self.attachments_failed
+            or self.attachments_wrong
+        )
 
     def summary(self) -> str:
-        parts = [f"{self.archived} of {self.expected} messages archived"]
-        for name, keys in (
-            ("missing", self.missing),
-            ("not in the truth", self.extra),
-            ("archived twice with the same content", self.duplicated),
-            ("archived with other content", self.different),
-        ):
+        parts = [
+            f"{self.archived} of {self.expected} messages archived, "
+            f"{self.attachments_archived} of {self.attachments_expected} attachments"
+        ]
+        problems: tuple[tuple[str, list[tuple[str, ...]]], ...] = (
+            ("missing", list(self.missing)),
+            ("not in the truth", list(self.extra)),
+            ("archived twice with the same content", list(self.duplicated)),
+            ("archived with other content", list(self.different)),
+            ("attachments without a line", list(self.attachments_missing)),
+            ("attachments with more than one line", list(self.attachments_twice)),
+            (
+                f"attachments failed (e.g. {self.first_failure!r})",
+                list(self.attachments_failed),
+            ),
+            ("attachments with other bytes", list(self.attachments_wrong)),
+        )
+        for name, keys in problems:
             if keys:
-                sessions = Counter(session for session, _ in keys)
+                sessions = Counter(key[0] for key in keys)
                 first = ", ".join(sorted(sessions)[:SHOW])
                 parts.append(f"{len(keys)} {name} in {len(sessions)} sessions (first: {first})")
         return "; ".join(parts)
@@ -110,17 +151,44 @@ def compare(root: Path, sim: Simulator) -> Comparison:
     truth = truth_messages(sim)
     digests: dict[tuple[str, str], list[str]] = {}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
+    ends: dict[AttachmentKey, list[dict[str, Any]]] = {}
     if (root / "manifest").is_dir():
         for line in manifest_lines(root):
             if line["kind"] == "message":
                 key = (line["session_id"], line["message_id"])
                 digests.setdefault(key, []).append(line["digest"])
                 latest[key] = line["record"]
+            elif line["kind"] in ("attachment", "attachment_failed"):
+                end = (line["session_id"], line["message_id"], line["attachment_id"])
+                ends.setdefault(end, []).append(line)
     result = Comparison(expected=len(truth), archived=len(set(latest) & set(truth)))
     result.missing = sorted(set(truth) - set(latest))
     result.extra = sorted(set(latest) - set(truth))
     result.duplicated = sorted(k for k, d in digests.items() if len(d) != len(set(d)))
     result.different = sorted(k for k in set(truth) & set(latest) if latest[k] != truth[k])
+    # Every attachment of every archived message ends as a line (DESIGN invariant 1).
+    hashes = {
+        x["attachment_id"]: x["sha256"] for x in sim.ground_truth() if x["kind"] == "attachment"
+    }
+    wanted = {
+        (session_id, message_id, att["id"]): hashes[att["id"]]
+        for (session_id, message_id), record in latest.items()
+        for att in record.get("attachments") or []
+    }
+    result.attachments_expected = len(wanted)
+    for key, sha256 in sorted(wanted.items()):
+        lines = ends.get(key, [])
+        if not lines:
+            result.attachments_missing.append(key)
+        elif len(lines) > 1:
+            result.attachments_twice.append(key)
+        elif lines[0]["kind"] == "attachment_failed":
+            result.attachments_failed.append(key)
+            result.first_failure = result.first_failure or str(lines[0]["reason"])
+        elif lines[0]["sha256"] != sha256 or not (root / lines[0]["blob"]).is_file():
+            result.attachments_wrong.append(key)
+        else:
+            result.attachments_archived += 1
     return result
 
 
