@@ -152,6 +152,9 @@ class RateLimitConfig:
                 )
 
 
+MAX_DOWNLOAD_WORKERS = 64
+
+
 @dataclass(frozen=True)
 class DownloadConfig:
     workers: int = 8
@@ -166,6 +169,13 @@ class DownloadConfig:
 
     def __post_init__(self) -> None:
         _positive(self.workers, "downloads.workers")
+        if self.workers > MAX_DOWNLOAD_WORKERS:
+            # Each worker has a writer thread: the units' TasksMax=128 holds 34 + workers.
+            raise ConfigError(
+                f"{self.workers} is more than {MAX_DOWNLOAD_WORKERS} (each worker has a thread of "
+                "its own; the shipped units' TasksMax=128 allows 34 + workers)",
+                key="downloads.workers",
+            )
         _positive(self.max_bytes, "downloads.max_bytes")
         _non_negative(self.refresh_margin, "downloads.refresh_margin")
         _positive(self.min_rate, "downloads.min_rate")

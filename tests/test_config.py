@@ -68,6 +68,7 @@ def test_example_config_names_every_key() -> None:
         ("[sync]\ncount = 0\n", "sync.count", "below Zoom's minimum of 1"),
         ('[sync]\ncount = "ten"\n', "sync.count", "must be an integer, not a string"),
         ("[sync]\nworkers = 0\n", "sync.workers", "greater than 0"),
+        ("[downloads]\nworkers = 65\n", "downloads.workers", "more than 64"),
         ('[sync]\nhistory_start = "last year"\n', "sync.history_start", "not a date"),
         ('[sync]\nsession_type = "everyone"\n', "sync.session_type", "not one of"),
         ("[sync]\ncolour = 1\n", "sync.colour", "unknown key"),
