@@ -11,18 +11,20 @@ from the manifest, where each download's attachment line lands as it finishes.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 
 from archiver.config import DownloadConfig
 from archiver.downloads.fetch import Fetcher, download_session
-from archiver.downloads.manager import DownloadManager
+from archiver.downloads.manager import PARK_BASE, PARK_CAP, DownloadManager, park_delay
 from archiver.store.layout import prepare_root
 from archiver.store.state import State
 from archiver.store.writer import ManifestWriter
@@ -67,7 +69,9 @@ class Queue:
 
 
 @asynccontextmanager
-async def one_worker_queue(tmp_path: Path) -> AsyncIterator[Queue]:
+async def one_worker_queue(
+    tmp_path: Path, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Queue]:
     root = tmp_path / "archive"
     prepare_root(root)
     state = State.open(root)
@@ -92,6 +96,7 @@ async def one_worker_queue(tmp_path: Path) -> AsyncIterator[Queue]:
                 writer=writer,
                 client=client,
                 fetcher=fetcher,
+                clock=clock,
             )
             try:
                 yield Queue(root, state, writer, manager, zoom)
@@ -128,3 +133,75 @@ async def test_jobs_reach_the_worker_unknown_first_then_earliest_expiry_first(
 
         assert queue.downloaded() == ["no-exp", "restarted", "early", "middle", "late"]
         assert zoom.requests("get_message") == 1  # only the job without a URL asked for one
+
+
+class Bounds(random.Random):
+    """uniform(a, b) at one end: `high` picks b."""
+
+    def __init__(self, high: bool) -> None:
+        super().__init__()
+        self.high = high
+
+    def uniform(self, a: float, b: float) -> float:
+        return b if self.high else a
+
+
+@pytest.mark.parametrize(
+    ("parkings", "base", "ceiling"),
+    [
+        (0, None, PARK_BASE),
+        (1, None, PARK_BASE),
+        (2, None, 2 * PARK_BASE),
+        (4, None, 8 * PARK_BASE),
+        (3, 5.0, 20.0),
+        (11, None, PARK_CAP),  # 1024 s would be over the cap
+        (10_000, None, PARK_CAP),  # no overflow
+    ],
+)
+def test_park_delay_doubles_to_the_cap_with_half_of_it_jittered(
+    parkings: int, base: float | None, ceiling: float
+) -> None:
+    assert park_delay(parkings, Bounds(high=False), base) == ceiling / 2
+    assert park_delay(parkings, Bounds(high=True), base) == ceiling
+
+
+async def test_sync_slows_down_only_when_the_backlog_cannot_beat_the_earliest_expiry(
+    tmp_path: Path,
+) -> None:
+    now = [time.time()]
+    async with one_worker_queue(tmp_path, clock=lambda: now[0]) as queue:
+        manager, zoom = queue.manager, queue.zoom
+        assert (manager.earliest_deadline(), manager.backlog_seconds()) == (None, 0.0)
+        first = await queue.archive("first", None)
+        await manager.on_archived(SESSION, [first])
+        assert manager.backlog_seconds() == 0.0  # no rate measured yet: no grounds to slow
+        await queue.run_until_done(1)  # one download measures the rate
+
+        unknown = await queue.archive("unknown", url_without_exp(zoom, "unknown"))
+        await manager.on_archived(SESSION, [unknown])
+        assert manager.earliest_deadline() is None
+        assert not manager.should_slow_sync()  # no expiry known: nothing to race
+
+        near, far = now[0] + 2 * HOUR, now[0] + 5 * HOUR
+        sized = []
+        for name, exp, size in (("near", near, 1000), ("far", far, 3000)):
+            item = await queue.archive(name, zoom.file_url(name, exp))
+            item["attachments"][0]["size"] = size
+            zoom.files[name] = bytes(size)
+            sized.append(item)
+        await manager.on_archived(SESSION, sized)
+        assert manager.earliest_deadline() == float(int(near))
+        # The job of unknown size counts as the average of the known ones: 6000 bytes in all.
+        with_unknown = manager.backlog_seconds()
+        assert with_unknown > 0
+        margin = 300.0  # DownloadConfig's refresh_margin
+        assert not manager.should_slow_sync()  # hours left
+        now[0] = int(near) - margin - with_unknown / 2
+        assert manager.should_slow_sync()  # less time than the backlog needs
+        now[0] = int(near) - margin - with_unknown * 2
+        assert not manager.should_slow_sync()
+        now[0] = int(near)  # past the margin: the window is closed, any backlog is late
+        assert manager.should_slow_sync()
+        now[0] = time.time()
+        await queue.run_until_done(4)
+        assert manager.backlog_seconds() == 0.0
