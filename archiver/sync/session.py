@@ -48,6 +48,9 @@ ENDPOINT: Final = "GET /phone/sms/sessions/{sessionId}/sync"
 # hold a worker for ever); re-walk pages after a refused cursor in one turn, likewise.
 ISYNC_CALLS_PER_STEP: Final = 50
 REWALK_PAGES_PER_TURN: Final = 2000
+# Pages of a gap walk (after 7035/300) in one step; the gap is saved page by page, so the
+# next step (queued again at once) resumes where this one stopped.
+GAP_PAGES_PER_STEP: Final = 50
 
 OnArchived = Callable[[str, list[JsonObject]], Awaitable[None]]
 
@@ -74,6 +77,7 @@ class StepResult:
     # archived. A short ISync page that brought new messages is no such evidence (Zoom's
     # `count` is loose): it earns one confirming ISync (the supervisor queues it).
     caught_up: bool = False
+    gap_open: bool = False  # the gap walk's page budget ran out: another step resumes it
 
 
 async def _no_attachments(_session_id: str, _records: list[JsonObject]) -> None:
@@ -112,8 +116,8 @@ class SessionSync:
         back to what is held) instead of trusting the ISync window."""
         result = StepResult()
         try:
-            if self._gap(session_id) is not None:
-                await self._fill_gap(session_id, result)
+            if self._gap(session_id) is not None and not await self._fill_gap(session_id, result):
+                return self._finish(session_id, result)  # resumed by the next step
             current = self._state.get_session(session_id)
             if current is None or current.newest_token is None:
                 await self._first_contact(session_id, result)
@@ -272,10 +276,23 @@ class SessionSync:
         )
         await self._fill_gap(session_id, result)
 
-    async def _fill_gap(self, session_id: str, result: StepResult) -> None:
+    async def _fill_gap(self, session_id: str, result: StepResult) -> bool:
+        """Walk the gap; True when it closed, False when this step's page budget ran out (the
+        gap stays saved, page by page, and the next step resumes it)."""
         gap = self._gap(session_id)
+        budget = GAP_PAGES_PER_STEP
         while gap is not None:
-            walk = Walk(gap.get("cursor"), Phase.WALKING, int(gap.get("no_token", 0)))
+            if budget <= 0:
+                result.gap_open = True
+                return False
+            budget -= 1
+            walk = Walk(
+                gap.get("cursor"),
+                Phase.WALKING,
+                int(gap.get("no_token", 0)),
+                at=gap.get("at"),
+                edge=tuple(gap.get("edge") or ()),
+            )
             sync_type = BSYNC if walk.cursor else FSYNC
             try:
                 page = await self._api.sync(session_id, sync_type, self._count, walk.cursor)
@@ -283,8 +300,8 @@ class SessionSync:
                 if walk.cursor is None:
                     raise
                 # The gap cursor itself expired: start the recovery again from the top.
-                self._set_gap(session_id, {**gap, "cursor": None, "newest": None, "no_token": 0})
-                gap = self._gap(session_id)
+                gap = {**gap, "cursor": None, "newest": None, "no_token": 0, "edge": []}
+                self._set_gap(session_id, gap)
                 continue
             boundary = (int(gap["seq"]), gap.get("hwm"))
             facts = await self._archive(session_id, page, result, boundary=boundary)
@@ -305,13 +322,20 @@ class SessionSync:
                 self._raise_hwm(session_id, gap.get("top"))
                 self._set_gap(session_id, None)
                 result.caught_up = True
-                return
-            gap = {**gap, "cursor": walk.cursor, "no_token": walk.no_token}
+                return True
+            gap = {
+                **gap,
+                "cursor": walk.cursor,
+                "no_token": walk.no_token,
+                "at": walk.at,
+                "edge": list(walk.edge),
+            }
             self._set_gap(session_id, gap)
             if walk.phase is Phase.NO_TOKEN:
                 self._no_token_failure(session_id, walk)
             if walk.no_token:
                 await asyncio.sleep(self._pause(walk.no_token))
+        return True
 
     async def _archive(
         self,
@@ -349,11 +373,14 @@ class SessionSync:
             result.changed += outcome.changed
             if outcome.new or outcome.changed:
                 await self._on_archived(session_id, page.messages)
+        oldest = min(times.values()) if times else None
         return PageFacts(
             size=len(page.messages),
             token=page.sync_token or None,
-            oldest=min(times.values()) if times else None,
+            oldest=oldest,
             met=met,
+            ids=tuple(str(m.get("message_id")) for m in page.messages),
+            edge=tuple(mid for mid, t in times.items() if t == oldest),
         )
 
     def _no_token_failure(self, session_id: str, walk: Walk) -> None:

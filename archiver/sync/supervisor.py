@@ -266,7 +266,11 @@ class Supervisor:
                 self.enqueue(session_id, INCREMENTAL)
 
     async def _discover_once(self) -> None:
-        started = self._now().replace(microsecond=0)
+        # Zoom's time: the list's windows and the watermark are in its clock. The first poll
+        # may begin before any answer told us the offset: the watermark is set from the
+        # offset known at the end (the poll's own answers), never later than its start.
+        ours = self._now()
+        started = self.zoom_now().replace(microsecond=0)
         walked_to = self._state.get_meta(META_WALKED_TO)
         watermark = self._state.get_meta(META_WATERMARK)
         if watermark is None:
@@ -280,14 +284,20 @@ class Supervisor:
                 await self._list_window(*window)
                 # Never past our own start: a resumed walk must list from there on again.
                 self._state.set_meta(META_WALKED_TO, min(window[1], started).isoformat())
-            self._state.set_meta(META_WATERMARK, started.isoformat())
+            self._state.set_meta(META_WATERMARK, self._poll_mark(ours, started).isoformat())
             return
         since = datetime.fromisoformat(watermark) - timedelta(seconds=self._config.sync.lookback)
         for window in month_windows(since, started + CLOCK_SKEW):
             if self._stop.is_set():
                 return
             await self._list_window(*window)
-        self._state.set_meta(META_WATERMARK, started.isoformat())
+        self._state.set_meta(META_WATERMARK, self._poll_mark(ours, started).isoformat())
+
+    def _poll_mark(self, ours: datetime, started: datetime) -> datetime:
+        """The watermark of a poll that began at `ours` (our clock), `started` (Zoom's as then
+        estimated): the earlier of that and the start in Zoom's clock as estimated now."""
+        now_offset = self.zoom_now() - self._now()
+        return min(started, (ours + now_offset).replace(microsecond=0))
 
     async def _list_window(self, start: datetime, end: datetime) -> None:
         page_token: str | None = None
@@ -409,6 +419,10 @@ class Supervisor:
         """Mark the session synced to the listed time, on evidence only: the sync windows
         reached that time, and the sync began after that second was over. False: the step
         failed to reach it (counted as the session's failure)."""
+        if result.gap_open:
+            # The gap walk's turn is over: queued again (behind the other sessions' steps).
+            self.enqueue(session_id, INCREMENTAL)
+            return True
         listed_time = parse_time(listed)
         reached = result.synced_to
         if listed_time is not None and (

@@ -4,6 +4,10 @@ A walk starts at the newest end (FSync) or from a saved cursor (a BSync token) a
 older pages until it has *evidence* that nothing older is missing (DESIGN.md, invariant 8):
 
 - an empty page: the start of history (for a gap fill too: nothing older exists);
+- a BSync page, not full, holding only messages of the previous page's oldest second
+  (`edge`), i.e. nothing older than the cursor although there was room for it: a Zoom whose
+  lower bound is inclusive repeats the covered message on every page and never answers an
+  empty one, so this is the same evidence (a full page of repeats proves nothing);
 - when filling a gap after 7035/300: a page that reaches into what earlier sync windows
   covered (`met`).
 
@@ -17,7 +21,9 @@ same); after `NO_TOKEN_LIMIT` such pages in a row the session is reported failed
 `frontier` is the oldest message time the walk has archived. When a cursor is refused (Zoom's
 token lifetime is undocumented) the walk restarts from FSync, and the pages above the frontier
 are a re-walk of what is held: `is_rewalk` lets the caller leave them out of a turn's page
-budget, so a walk whose turns lie further apart than the token lifetime still advances.
+budget, so a walk whose turns lie further apart than the token lifetime still advances; a
+page is such a re-walk page only when the walk moved older (`at`, the previous page's oldest
+time), so a Zoom that answers the same page again cannot make a turn endless.
 
 Pure: no I/O, table-tested in tests/sync/test_walk.py.
 """
@@ -25,7 +31,7 @@ Pure: no I/O, table-tested in tests/sync/test_walk.py.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
@@ -53,6 +59,10 @@ class Walk:
     phase: Phase = Phase.WALKING
     no_token: int = 0
     frontier: str | None = None  # ISO time of the oldest message this walk archived
+    # Where the cursor is: the previous page's oldest time and the ids of its messages of that
+    # second (what an inclusive lower bound repeats). Bookkeeping, not the walk's identity.
+    at: str | None = field(default=None, compare=False)
+    edge: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def ended(self) -> bool:
@@ -72,6 +82,8 @@ class Walk:
                 phase=Phase(data.get("phase", Phase.WALKING)),
                 no_token=int(data.get("no_token", 0)),
                 frontier=data.get("frontier"),
+                at=data.get("at"),
+                edge=tuple(str(i) for i in data.get("edge") or ()),
             )
         except (ValueError, TypeError, AttributeError):
             return None  # a cache entry we cannot read: walk again from the newest end
@@ -85,23 +97,39 @@ class PageFacts:
     token: str | None
     oldest: datetime | None  # oldest date_time on the page
     met: bool = False  # gap fill: the page reached the covered region
+    ids: tuple[str, ...] = ()  # message ids on the page
+    edge: tuple[str, ...] = ()  # the ids of its messages of the oldest second
 
 
 def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
     """The walk after `page` (already archived) came back for a request from `walk.cursor`."""
     frontier = _older(walk.frontier, page.oldest)
-    if page.size == 0:
-        # The only evidence of the start of history, whether or not the page has a token.
+    if page.size == 0 or (page.size < count and only_edge(walk, page)):
+        # Nothing older than the cursor: the start of history, whether or not the page has
+        # a token (a page of the cursor's own edge moves nothing: keep where the walk is).
         return replace(walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier)
+    at = page.oldest.isoformat() if page.oldest is not None else walk.at
     if page.met:
-        return Walk(page.token or walk.cursor, Phase.MET, 0, frontier)
+        return Walk(page.token or walk.cursor, Phase.MET, 0, frontier, at, page.edge)
     if not page.token:
-        # Keep the cursor: the same request is made again (its messages are safe already).
+        # Keep the cursor (and where it is): the same request is made again (its messages
+        # are safe already).
         streak = walk.no_token + 1
         phase = Phase.NO_TOKEN if streak >= NO_TOKEN_LIMIT else walk.phase
-        return Walk(walk.cursor, phase, streak, frontier)
+        return Walk(walk.cursor, phase, streak, frontier, walk.at, walk.edge)
     phase = Phase.PROBABLE_START if page.size < count else Phase.WALKING
-    return Walk(page.token, phase, 0, frontier)
+    return Walk(page.token, phase, 0, frontier, at, page.edge)
+
+
+def only_edge(walk: Walk, page: PageFacts) -> bool:
+    """A BSync page (the walk has a cursor) whose every message was on the previous page, in
+    its oldest second: nothing older than the cursor came back."""
+    return (
+        walk.cursor is not None
+        and bool(walk.edge)
+        and bool(page.ids)
+        and set(page.ids) <= set(walk.edge)
+    )
 
 
 def restarted(walk: Walk) -> Walk:
@@ -111,13 +139,16 @@ def restarted(walk: Walk) -> Walk:
 
 def is_rewalk(walk: Walk, page: PageFacts, new_messages: int) -> bool:
     """A page that only re-covers what this walk already archived above its frontier (after a
-    restart): it moves the cursor back but adds nothing, so it costs no turn budget."""
+    restart) and moved the walk older than the page before it: it adds nothing, so it costs
+    no turn budget. A page that did not move (the same answer again) costs budget."""
     frontier = parse_time(walk.frontier)
+    at = parse_time(walk.at)
     return (
         new_messages == 0
         and frontier is not None
         and page.oldest is not None
         and page.oldest >= frontier
+        and (walk.cursor is None or at is None or page.oldest < at)
     )
 
 

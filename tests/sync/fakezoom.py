@@ -6,7 +6,9 @@ it is about:
 - `short`: a function (request number, sync type) -> page length cap below `count`, or None;
 - `isync_boundary`: an ISync page repeats the newest message the token already covers;
 - `no_token`: request numbers whose non-empty page comes without `sync_token`;
-- `token_life`: tokens are refused (code 300) this many requests after they were issued.
+- `token_life`: tokens are refused (code 300) this many requests after they were issued;
+- `inclusive`: a BSync page ends with the oldest message its token covers (an inclusive lower
+  bound), so at the start of history it holds that message alone, never nothing.
 Every request is recorded as (sync type, token) in `calls`.
 """
 
@@ -43,6 +45,8 @@ class FakeZoom:
     isync_boundary: bool = False
     no_token: set[int] = field(default_factory=set)
     token_life: int | None = None
+    inclusive: bool = False
+    max_calls: int | None = None  # a walk that never ends fails instead of hanging the test
     calls: list[tuple[str, str | None]] = field(default_factory=list)
     _windows: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # tok -> lo, hi, at
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -56,6 +60,8 @@ class FakeZoom:
         self, session_id: str, sync_type: str, count: int, sync_token: str | None = None
     ) -> SyncPage:
         number = len(self.calls)
+        if self.max_calls is not None and number >= self.max_calls:
+            raise RuntimeError(f"still walking after {number} sync calls")
         self.calls.append((sync_type, sync_token))
         cap = self.short(number, sync_type)
         size = count if cap is None else max(1, min(cap, count))
@@ -66,8 +72,9 @@ class FakeZoom:
             return self._page(page, lo, hi, number)
         lo, hi = self._window(sync_token, number)
         if sync_type == "BSync":
-            new_lo = max(0, lo - size)
-            page = self.messages[new_lo:lo]
+            covered = 1 if self.inclusive and 0 <= lo < len(self.messages) else 0
+            new_lo = max(0, lo - size + covered)
+            page = self.messages[new_lo : lo + covered]
             return self._page(page, min(new_lo, lo), hi, number)
         # ISync: the messages after the window, oldest first; 7035 beyond `count`
         newer = self.messages[hi + 1 :]

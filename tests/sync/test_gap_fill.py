@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from archiver.errors import SyncTokenInvalid, ZoomResponseError, ZoomTransientError
+from archiver.sync import session as session_module
 from archiver.sync.session import SessionSync
-from archiver.sync.walk import NO_TOKEN_LIMIT
+from archiver.sync.walk import NO_TOKEN_LIMIT, Phase
 from archiver.zoom.models import SyncPage, parse_time
 from tests.sync.conftest import SESSION, Bed
 
@@ -199,3 +200,52 @@ async def test_a_refused_gap_cursor_starts_the_no_token_count_again(bed: Bed) ->
     )
     assert bed.archived_ids() == bed.truth_ids()
     assert bed.state.get_meta(f"gap:{SESSION}") in (None, "")
+
+
+async def test_an_inclusive_bsync_ends_the_backfill_at_the_start(bed: Bed) -> None:
+    """Fails before the fix: every BSync repeated the covered message, no page came back
+    empty, and one confirm turn made REWALK_PAGES_PER_TURN (2000) calls without ending."""
+    bed.zoom.inclusive = True
+    bed.zoom.max_calls = 300
+    bed.zoom.add(12)
+    sync = bed.session_sync(pause=lambda _n: 0.0)
+    await sync.incremental(SESSION)
+    for _ in range(4):
+        await sync.backfill(SESSION, 8, lambda: False)
+    before = len(bed.zoom.calls)
+    result = await sync.backfill(SESSION, 8, lambda: False, confirm=True)
+    assert bed.archived_ids() == bed.truth_ids()
+    assert result.phase is Phase.CONFIRMED and len(bed.zoom.calls) - before <= 8
+
+
+async def test_an_inclusive_gap_walk_without_hwm_ends(bed: Bed) -> None:
+    """Fails before the fix (the step never returns): the first FSync was empty, so hwm is
+    unknown and only the start of history ends the gap walk, which an inclusive BSync never
+    answers with an empty page."""
+    bed.zoom.inclusive = True
+    bed.zoom.max_calls = 300
+    sync = bed.session_sync(pause=lambda _n: 0.0)
+    await sync.incremental(SESSION)
+    bed.zoom.add(12)  # more than count: 7035, the gap walk
+    await sync.incremental(SESSION)
+    assert bed.archived_ids() == bed.truth_ids()
+    assert bed.state.get_meta(f"gap:{SESSION}") in (None, "")
+
+
+async def test_a_gap_walk_longer_than_its_page_budget_resumes(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gap walk spends at most GAP_PAGES_PER_STEP pages a step; the next step goes on
+    from the saved cursor (no FSync again) and the supervisor queues it at once."""
+    monkeypatch.setattr(session_module, "GAP_PAGES_PER_STEP", 2)
+    bed.zoom.add(3)
+    await bed.run_pass(fast=True)
+    bed.zoom.add(23)  # 7035: the gap walk needs 1 FSync + 5 BSyncs of 5
+    sync = bed.session_sync(pause=lambda _n: 0.0)
+    first = await sync.incremental(SESSION)
+    assert first.gap_open and bed.state.get_meta(f"gap:{SESSION}")
+    fsyncs = sum(1 for kind, _ in bed.zoom.calls if kind == "FSync")
+    supervisor = await bed.run_pass(fast=True)
+    assert supervisor.incomplete() == {}
+    assert bed.archived_ids() == bed.truth_ids()
+    assert sum(1 for kind, _ in bed.zoom.calls if kind == "FSync") == fsyncs

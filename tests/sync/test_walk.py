@@ -104,3 +104,49 @@ def test_unreadable_saved_walk_is_none(raw: str | None) -> None:
 def test_walk_round_trips_through_json() -> None:
     walk = Walk("c", Phase.PROBABLE_START, 3, T1.isoformat())
     assert Walk.from_json(walk.to_json()) == walk
+
+
+EDGE = ("m1", "m2")
+
+
+@pytest.mark.parametrize(
+    ("page", "phase"),
+    [
+        # an inclusive lower bound: only the cursor's own edge came back, nothing older
+        (PageFacts(1, "n", T2, ids=("m1",), edge=("m1",)), Phase.CONFIRMED),
+        (PageFacts(2, None, T2, ids=EDGE, edge=EDGE), Phase.CONFIRMED),
+        # an older message beside the edge: the walk goes on
+        (PageFacts(2, "n", T1, ids=("m1", "m0"), edge=("m0",)), Phase.PROBABLE_START),
+        # a message of the edge's second we did not see before: not the edge
+        (PageFacts(1, "n", T2, ids=("m3",), edge=("m3",)), Phase.PROBABLE_START),
+    ],
+)
+def test_a_bsync_page_of_the_cursors_edge_is_the_start(page: PageFacts, phase: Phase) -> None:
+    walk = Walk("c", Phase.WALKING, 0, T2.isoformat(), T2.isoformat(), EDGE)
+    assert after_page(walk, page, COUNT).phase is phase
+
+
+def test_the_edge_proves_nothing_for_an_fsync_an_unknown_edge_or_a_full_page() -> None:
+    page = PageFacts(1, "n", T2, ids=("m1",), edge=("m1",))
+    assert after_page(Walk(None, edge=EDGE), page, COUNT).phase is Phase.PROBABLE_START
+    assert after_page(Walk("c"), page, COUNT).phase is Phase.PROBABLE_START
+    # count = 1: the repeat took the only slot, there was no room for an older message
+    assert after_page(Walk("c", edge=EDGE), page, 1).phase is Phase.WALKING
+
+
+def test_a_page_moves_the_edge_and_a_page_without_token_keeps_it() -> None:
+    walk = Walk("c", edge=EDGE, at=T2.isoformat())
+    moved = after_page(walk, PageFacts(COUNT, "n", T1, ids=("m0",), edge=("m0",)), COUNT)
+    assert (moved.edge, moved.at) == (("m0",), T1.isoformat())
+    kept = after_page(walk, PageFacts(COUNT, None, T1, ids=("m0",), edge=("m0",)), COUNT)
+    assert (kept.edge, kept.at, kept.cursor) == (EDGE, T2.isoformat(), "c")
+    assert Walk.from_json(moved.to_json()) == moved
+    again = Walk.from_json(moved.to_json())
+    assert again is not None and (again.edge, again.at) == (moved.edge, moved.at)
+
+
+def test_a_rewalk_page_is_free_only_when_it_moved_older() -> None:
+    walk = Walk("c", frontier=T1.isoformat(), at=T2.isoformat())
+    assert is_rewalk(walk, PageFacts(COUNT, "n", datetime(2024, 1, 15, tzinfo=UTC)), 0)
+    assert not is_rewalk(walk, PageFacts(COUNT, "n", T2), 0)  # the same answer again
+    assert is_rewalk(restarted(walk), PageFacts(COUNT, "n", T2), 0)  # the FSync after a restart
