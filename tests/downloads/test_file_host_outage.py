@@ -149,6 +149,7 @@ async def test_fresh_urls_refused_by_the_file_host_itself_are_evidence(tmp_path:
             await rig.archive("m1")
             await rig.manager.on_archived(SESSION, [zoom.messages[-1]])  # with the page's URL
             await rig.settled("m1")
+            await rig.drained()  # the ledger says "done" a moment before the stats do
             [line] = rig.lines("attachment_failed")
             assert line["reason"] == (
                 "download URL kept failing after refreshes: file host answered 404"
