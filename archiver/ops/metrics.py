@@ -223,7 +223,8 @@ class ArchiverCollector(Collector):
         yield failed
         parkings = CounterMetricFamily(
             "zsa_download_parkings",
-            "URL refreshes refused without evidence (the job waits and retries), by reason",
+            "Download tries that brought no file and no evidence (the job waits and retries): "
+            "a refused URL refresh by policy action, file_host, url_refused",
             labels=["reason"],
         )
         for reason, count in sorted(stats.parkings_by_reason.items()):
@@ -231,7 +232,7 @@ class ArchiverCollector(Collector):
         yield parkings
         yield GaugeMetricFamily(
             "zsa_downloads_parked",
-            "Attachments waiting after a refused refresh",
+            "Attachments waiting after a try that brought no file",
             value=downloads.parked,
         )
         yield CounterMetricFamily(
