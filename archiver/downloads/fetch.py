@@ -52,22 +52,23 @@ MAX_REDIRECTS = 5
 ERROR_KEYS = frozenset({"code", "message", "error", "errorCode", "errorMessage", "reason"})
 DEADLINE_GRACE: Final = 30.0  # seconds every download gets beyond its size over min_rate
 # The label values of `zsa_attachments_failed` (and `code` of every FetchError): a fixed set,
-# so no host name or size can grow the metric's cardinality.
+# so no host name or size can grow the metric's cardinality. Only the first three, and the
+# manager's last three, end a job (manager.py); the others are retried as often as it takes.
 CODES: Final = frozenset(
     {
         "too_large",  # advertised, Content-Length or body over downloads.max_bytes
         "url_refused",  # the URL policy or the resolved address refused it
         "tls",  # certificate verification failed
-        "transfer",  # reset, timeout, a short body, a 5xx or 429: retried first
-        "deadline",  # slower than downloads.min_rate: retried first
+        "transfer",  # reset, timeout, a short body, a 5xx or 429
+        "deadline",  # slower than downloads.min_rate
         "http_status",  # another status
-        "host_refused",  # 401/403 from the file host, after fresh URLs
-        "not_found",  # 404/410 from the file host, after fresh URLs
+        "host_refused",  # 401/403 from the file host (or a gateway's page)
+        "not_found",  # 404/410 from the file host (or a gateway's page)
         "error_document",  # an error body where the file was expected
         "size_mismatch",  # not the size Zoom advertised
         "redirects",  # too many, or one without Location
         "resources",  # our descriptors or memory ran out: waited out, never a failure line
-        "refreshes_exhausted",  # the manager: fresh URLs kept failing
+        "refreshes_exhausted",  # the manager: the file host itself refused fresh URLs
         "message_gone",  # the manager: Zoom's 12004 for the message
         "attachment_gone",  # the manager: the record no longer lists the attachment
     }
