@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 from archiver.downloads import manager as manager_module
+from archiver.downloads.fetch import Fetcher, FetchError, download_session
 from archiver.downloads.manager import MAX_REFRESHES, DownloadManager
 from archiver.sync.supervisor import PARK_LIMIT_ONCE
-from tests.downloads.rig import FILE, Rig, file_sha256, running_manager
+from tests.downloads.rig import FILE, LOCAL, Rig, file_sha256, running_manager
 from tests.zoom.scripted import (
     HTML_403,
     HTML_404,
@@ -203,3 +204,37 @@ async def test_once_ends_its_pass_when_the_file_host_keeps_failing(tmp_path: Pat
             # Pending, never failed: the next pass tries again.
             assert rig.state.attachment_pending(*KEY)
             assert rig.lines("attachment_failed") == []
+
+
+@pytest.mark.parametrize(
+    ("reply", "evidence"),
+    [
+        (zoom_error(404, 404, "File does not exist."), True),
+        (zoom_error(401, 401, "Token expired."), True),
+        (Reply.html(404, HTML_404), False),
+        (Reply.html(403, HTML_403), False),
+        (Reply(410, b""), False),
+        (Reply(403, b"denied", "text/plain"), False),
+    ],
+    ids=["json-404", "json-401", "html-404", "html-403", "empty-410", "text-403"],
+)
+async def test_only_the_file_hosts_own_json_refusal_is_evidence(
+    tmp_path: Path, reply: Reply, evidence: bool
+) -> None:
+    async with scripted_zoom() as zoom, download_session(LOCAL, 1) as http:
+        zoom.files["m1"] = FILE
+        zoom.then("file", reply)
+        (tmp_path / "tmp").mkdir()
+        fetcher = Fetcher(http, LOCAL, tmp_dir=tmp_path / "tmp", max_bytes=1 << 20)
+        try:
+            with pytest.raises(FetchError) as info:
+                await fetcher.fetch(zoom.file_url("m1", 2e9), expected_size=None, dig=None)
+        finally:
+            fetcher.close()
+    assert (info.value.refresh, info.value.evidence, info.value.status) == (
+        True,
+        evidence,
+        reply.status,
+    )
+    assert ("gateway" in info.value.reason) is not evidence
+    assert list((tmp_path / "tmp").iterdir()) == []
