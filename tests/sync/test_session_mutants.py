@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.errors import SyncTokenInvalid, ZoomResponseError
-from archiver.sync.session import ENDPOINT, SessionSync, _behind
-from archiver.sync.walk import NO_TOKEN_LIMIT
+from archiver.errors import SessionGoneError, SyncTokenInvalid, ZoomResponseError
+from archiver.sync.session import ENDPOINT, SessionSync, _behind, _default_pause
+from archiver.sync.walk import NO_TOKEN_LIMIT, Phase
 from archiver.zoom.models import SyncPage, parse_time
+from tests.store.conftest import read_lines
 from tests.sync.conftest import SESSION, Bed
 
 T0 = datetime(2024, 1, 1, 12, 0, 0, 500_000, tzinfo=UTC)
@@ -273,3 +274,58 @@ async def test_a_backfill_before_any_incremental_starts_with_first_contact(bed: 
     assert [kind for kind, _ in bed.zoom.calls] == ["FSync", "BSync"]
     assert newest_token(bed) == token_of_call(bed, 0)
     assert result.new == 2 * bed.count
+
+
+class Gone:
+    """The scripted Zoom, answering every request 404 / 12004: the session is gone."""
+
+    def __init__(self, bed: Bed) -> None:
+        self.zoom = bed.zoom
+
+    async def sync(
+        self, session_id: str, sync_type: str, count: int, token: Any = None
+    ) -> SyncPage:
+        self.zoom.calls.append((sync_type, token))
+        raise SessionGoneError(
+            "Session does not exist", status=404, code=12004, session_id=session_id
+        )
+
+
+@pytest.mark.parametrize("step", ["incremental", "backfill"])
+async def test_a_session_gone_upstream_is_marked_and_recorded(bed: Bed, step: str) -> None:
+    sync = fast(bed, Gone(bed))
+    with capture_logs() as logs:
+        if step == "incremental":
+            result = await sync.incremental(SESSION)
+        else:
+            result = await sync.backfill(SESSION, 3, lambda: False)
+    assert result.gone
+    assert (result.phase, result.synced_to) == (None, None)  # not read for a gone session
+    current = bed.state.get_session(SESSION)
+    assert current is not None and current.gone
+    [line] = [entry for entry in read_lines(bed.root) if entry["kind"] == "event"]
+    assert (line["event"], line["session_id"], line["status"]) == ("session_gone", SESSION, 404)
+    [entry] = events(logs, "session_gone")
+    assert entry["session_id"] == SESSION and "Session does not exist" in entry["error"]
+    assert entry["log_level"] == "warning"
+
+
+async def test_a_walk_probably_at_the_start_waits_for_its_confirm_turn(bed: Bed) -> None:
+    bed.zoom.add(3)  # a short first page: the start is probable, not proven
+    sync = fast(bed)
+    await sync.incremental(SESSION)
+    start = len(bed.zoom.calls)
+    result = await sync.backfill(SESSION, 5, lambda: False)
+    assert bed.zoom.calls[start:] == []
+    assert (result.phase, result.backfill_done) == (Phase.PROBABLE_START, False)
+    assert result.synced_to == parse_time(bed.zoom.messages[-1]["date_time"])
+    result = await sync.backfill(SESSION, 5, lambda: False, confirm=True)
+    assert [kind for kind, _ in bed.zoom.calls[start:]] == ["BSync"]
+    assert (result.phase, result.backfill_done) == (Phase.CONFIRMED, True)
+
+
+@pytest.mark.parametrize(
+    ("attempt", "seconds"), [(0, 0.5), (1, 1.0), (2, 2.0), (5, 16.0), (6, 30.0), (60, 30.0)]
+)
+def test_the_default_pause_doubles_up_to_thirty_seconds(attempt: int, seconds: float) -> None:
+    assert _default_pause(attempt) == seconds
