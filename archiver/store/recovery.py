@@ -17,8 +17,14 @@ line there. The refusal names the segment, line and seq and says what to do.
 writer's thread) repeats it, cuts and replays.
 
 The same pass replays every line the state has not seen into the index, so one streaming read
-serves both jobs; it costs about what reading and parsing the manifest costs (ARCHIVE-FORMAT.md
-gives the figure), with a progress log line per 256 MiB.
+serves both jobs, with a progress log line per 256 MiB and a `progress` callback (systemd's
+start timeout: daemon.py). Up to the state's position a line is not parsed but skimmed (its
+`prev` and `seq` read at the places the writer puts them, `skim_link`) and hashed: every byte
+is still hashed and chained, and the line at the state's position must hash to the state's
+head, which makes the lines before it the very lines the daemon wrote or checked (see _Scan).
+Only when that proof fails does a second pass parse every line, so a refusal says exactly
+what it said before. `check_startup` hands `recover` where it found that position (Checked),
+so a start reads the manifest once.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -78,6 +84,17 @@ STARTUP_EVENTS: Final = frozenset({"start", "torn_tail_repaired", "state_rebuilt
 ManifestWriter.open, then `start` (which it checkpoints at once when it has a key)."""
 
 _PROGRESS_BYTES: Final = 256 * 1024 * 1024  # a progress log line per this much read
+_REPORT_BYTES: Final = 16 * 1024 * 1024  # a call of the `progress` callback per this much
+
+Progress = Callable[[int, int], None]
+"""(bytes read, bytes in all) during the scan; called in the scan's thread."""
+
+# A message line as the writer lays it out (manifest.encode_message_line, and canonical() of
+# the same keys): {"at":"<27 chars>","digest":"<64 hex>","kind":"message","message_id":"…",
+# "prev":"<64 hex>","record":{…},"seq":N,"session_id":"…","source":"…"[,"supersedes":N]}
+_SKIM_KIND: Final = b'","kind":"message","message_id":"'  # at 7 + 27 + 12 + 64
+_SKIM_PREV: Final = b'","prev":"'
+_SKIM_SEQ: Final = b'},"seq":'
 
 
 def log() -> Any:
@@ -99,6 +116,42 @@ def chain_step(body: bytes, seq: int, prev: str) -> tuple[dict[str, Any] | None,
     return obj, link_problem(obj, seq, prev)
 
 
+def skim_link(raw: bytes) -> tuple[int, str] | None:
+    """(seq, prev) of a whole message line (newline included) laid out as the writer lays
+    them out, read at their places instead of parsed; None for any other line.
+
+    Exact for every line the writer writes. Its `at` has 27 characters and its digest 64, so
+    `","kind":"message","message_id":"` at offset 110 is a message line's own kind (a quote
+    after a comma is no string's content: inside a JSON string `"` is always escaped, and no
+    line of another kind has such a key there). For the same reason `","prev":"` cannot start
+    inside `message_id`, and `},"seq":` cannot occur after the record, in `session_id`. On
+    bytes the writer did not write it may answer anything: the scan trusts its answers only
+    once the state's head confirms them (see _Scan)."""
+    if not (raw.startswith(_SKIM_KIND, 110) and raw.endswith(b"}\n")):
+        return None
+    at = raw.find(_SKIM_PREV, 143)
+    end = raw.rfind(_SKIM_SEQ)
+    if at < 0 or end < at:
+        return None
+    digits = raw[end + 8 : raw.find(b",", end + 8)]
+    if not digits.isdigit():
+        return None
+    return int(digits), str(raw[at + 10 : at + 74], "latin-1")  # never fails; hex is ASCII
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Where check_startup found the state's position: the writer's `recover`, in the same
+    start, goes on from there rather than reading the manifest again, if nothing changed."""
+
+    position: IndexPosition  # the state's, as the check read it
+    files: tuple[tuple[int, int, int, int, int], ...]  # (segment, dev, inode, size, mtime_ns)
+    segment: int  # the segment holding line position.seq
+    offset: int  # its bytes up to the end of that line
+    line: int  # that line's number in it
+    clean_stop_sealed: bool  # the line at position.clean_stop (at or before it) is a `stop`
+
+
 @dataclass(frozen=True)
 class Tail:
     """Where appends continue, and what the start-up scan found and did."""
@@ -113,6 +166,7 @@ class Tail:
     replayed: int = 0  # lines applied to the index
     rebuilt: bool = False  # a new (or lost) state was filled from a non-empty manifest
     contradicted: str = ""  # a rebuild over a signed note the manifest contradicts: which
+    checked: Checked | None = field(default=None, compare=False)  # check_startup only
 
 
 def corrupt(segment: int, line: int, seq: int | None, detail: str, advice: str) -> Exception:
@@ -138,17 +192,22 @@ def classify_last(raw: bytes) -> str | None:
 
 
 def check_startup(
-    root: Path, trusted: Ed25519PublicKey | None = None, origin: str | None = None
+    root: Path,
+    trusted: Ed25519PublicKey | None = None,
+    origin: str | None = None,
+    *,
+    progress: Progress | None = None,
 ) -> Tail:
     """The start-up scan without writing anything (not even the state's files). Raises
     ManifestCorruptError for anything but a torn final line. Call it under the lock.
 
     `trusted`, `origin`: the daemon's own public key and note origin. The newest note in
     ROOT/checkpoints/ they verify must then agree with the manifest (its seq is there, with its
-    head); and if it is at a `stop` line, only start-up events may follow."""
+    head); and if it is at a `stop` line, only start-up events may follow. The Tail's
+    `checked` is for `recover` (through ManifestWriter.open) in the same start."""
     position = read_position(root / STATE_FILE, locked=True)
     note = newest_trusted(root, trusted, origin) if trusted is not None else None
-    return _Scan(root / MANIFEST_DIR, position, note=note).run()
+    return _Scan(root / MANIFEST_DIR, position, note=note, progress=progress).run()
 
 
 def newest_trusted(
@@ -167,16 +226,25 @@ def newest_trusted(
 
 
 def recover(
-    directory: Path, index: ManifestIndex, *, started: bool = True, clean_stop: int | None = None
+    directory: Path,
+    index: ManifestIndex,
+    *,
+    started: bool = True,
+    clean_stop: int | None = None,
+    checked: Checked | None = None,
+    progress: Progress | None = None,
 ) -> Tail:
     """Scan, move a torn final line to ROOT/recovered/, bring `index` up to the last line.
 
     `started`: the index was opened by a writer before (META_INDEX_STARTED); without it an
     index at seq 0 is new, and filling it from a non-empty manifest is a rebuild.
-    `clean_stop`: the seq of the `stop` line the state recorded (META_CLEAN_STOP)."""
+    `clean_stop`: the seq of the `stop` line the state recorded (META_CLEAN_STOP).
+    `checked`: what check_startup found; when the state's position and every segment file
+    are still as it saw them, the scan goes on from that position (the same checks, from
+    there), else it reads everything."""
     seq, head = index.position()
     position = IndexPosition(seq, head, started, clean_stop) if seq or started else None
-    scan = _Scan(directory, position, index=index)
+    scan = _Scan(directory, position, index=index, checked=checked, progress=progress)
     tail = scan.run()
     if tail.bytes_removed:
         path = scan.segments[-1][1]
@@ -187,9 +255,27 @@ def recover(
     return tail
 
 
+class _Doubt(Exception):
+    """The skimming pass cannot vouch for what it read: a pass that parses every line decides."""
+
+
+_STATE_STOP: Final = "the clean stop state.sqlite3 recorded"
+
+
 class _Scan:
     """One streaming pass over every segment: the whole chain is checked at every start
-    (closed segments too), and the lines the state has not seen are replayed."""
+    (closed segments too), and the lines the state has not seen are replayed.
+
+    With a state position (seq S, head H) a first pass skims the lines up to S: skim_link
+    reads their `prev` and `seq`, and each is hashed. The lines it cannot read, and those the
+    guard must see (at the clean stop, at the note, after a seal), are parsed as always. When
+    line S hashes to H, it is the line the daemon wrote or checked (SHA-256 does not collide),
+    its `prev` names the line before it, and so back to line 1: every line up to S is the
+    daemon's own, byte for byte, so the full check would only repeat a check they passed.
+    Anything else before S (a link that does not hold, a line that fails, the end before S,
+    another head at S) proves nothing, since a skimmed line before it may be what is wrong: the
+    pass is dropped and a second one parses every line, refusing exactly as it always did.
+    Lines after S are parsed in either pass (they are replayed, and their errors are final)."""
 
     def __init__(
         self,
@@ -198,55 +284,133 @@ class _Scan:
         *,
         index: ManifestIndex | None = None,
         note: tuple[str, checkpoint.Checkpoint] | None = None,
+        checked: Checked | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.segments = list_segments(directory)
         self.position = position
         self.index = index
         self.note = note
+        self.resume_from = checked
+        self.report = progress
         self.rebuild = position is None or (position.seq == 0 and not position.started)
         self.pending: list[dict[str, Any]] = []
         self.sealed: tuple[int, str] | None = None  # (seq of a stop line, who vouches for it)
         self.contradicted = ""
+        self.clean_sealed = False  # the line at the state's clean stop is a stop
+        self.anchored = False  # the line at the state's position was found, with its head
+        self.checked: Checked | None = None
 
     def run(self) -> Tail:
         gaps = missing_segments([n for n, _ in self.segments])
         if gaps:
             raise corrupt(gaps[0][0], 0, None, "segment file is missing", MANIFEST_ADVICE)
-        known_seq = self.position.seq if self.position else 0
-        known_head = self.position.head if self.position else ZERO_HASH
-        clean_stop = self.position.clean_stop if self.position else None
         if not self.segments:
-            if known_seq or clean_stop:
+            if self.position is not None and (self.position.seq or self.position.clean_stop):
                 raise self._ahead(None, 0, ZERO_HASH)
             self._note_beyond(0)
             return Tail(1, 0, 0, ZERO_HASH, contradicted=self.contradicted)
-        total = sum(path.stat().st_size for _n, path in self.segments)
-        progress = _Progress(total)
+        files = tuple(_identity(n, path) for n, path in self.segments)
+        resume = self.resume_from
+        if resume is not None and (resume.position != self.position or resume.files != files):
+            log().info("manifest_read_again", reason="changed since the start-up check")
+            resume = None
+        if resume is None and self.position is not None and self.position.seq > 0:
+            try:
+                return self._pass(files, skim=True)
+            except _Doubt:
+                pass
+            except ManifestCorruptError:
+                if self.anchored:  # after line S: the parsing pass would say the same
+                    raise
+            self.pending, self.sealed, self.clean_sealed = [], None, False
+            self.anchored, self.checked = False, None
+            tail = self._pass(files)
+            # Lines the writer did not lay out (another version's?) yet whole: only slower.
+            log().info("manifest_checked_by_parsing", state_seq=self.position.seq)
+            return tail
+        return self._pass(files, resume=resume)
+
+    def _pass(  # noqa: PLR0912, PLR0915 - one loop, kept whole for speed
+        self,
+        files: tuple[tuple[int, int, int, int, int], ...],
+        *,
+        skim: bool = False,
+        resume: Checked | None = None,
+    ) -> Tail:
+        known_seq = self.position.seq if self.position else 0
+        known_head = self.position.head if self.position else ZERO_HASH
+        clean_stop = self.position.clean_stop if self.position else None
+        note_seq = self.note[1].seq if self.note is not None else None
         seq, head = 0, ZERO_HASH
         last = self.segments[-1][0]
         size, torn, where = 0, b"", (self.segments[0][0], 0)
+        first, skip = self.segments[0][0], 0
+        if resume is not None:
+            first, skip = resume.segment, resume.offset
+            seq, head, where = known_seq, known_head, (resume.segment, resume.line)
+            if resume.clean_stop_sealed and clean_stop is not None:
+                self.sealed = (clean_stop, _STATE_STOP)
+        total = sum(size for n, _d, _i, size, _t in files if n >= first) - skip
+        progress = _Progress(total, self.report)
+        sha256 = hashlib.sha256
+        # Skim while below: the line at the state's position, and no further once the guard
+        # has something to watch (a seal) or a line may be torn.
+        until = known_seq if skim else 0
         for n, path in self.segments:
-            size = 0
+            if n < first:
+                continue
+            size, lineno = 0, 0
             held: tuple[int, bytes] | None = None  # a bad line: torn only if nothing follows
             with path.open("rb") as stream:
-                for lineno, raw in enumerate(stream, 1):
+                if n == first and skip:
+                    stream.seek(skip)
+                    size, lineno = skip, resume.line if resume is not None else 0
+                shown, mark = size, size + _REPORT_BYTES
+                for raw in stream:
+                    lineno += 1
+                    if seq < until:
+                        link = skim_link(raw)
+                        if link is not None and seq + 1 != clean_stop and seq + 1 != note_seq:
+                            if link[0] != seq + 1 or link[1] != head:
+                                raise _Doubt
+                            seq, head = seq + 1, sha256(raw[:-1]).hexdigest()
+                            size += len(raw)
+                            if size >= mark:
+                                progress.add(size - shown)
+                                shown, mark = size, size + _REPORT_BYTES
+                            if seq == known_seq:
+                                if head != known_head:
+                                    raise _Doubt
+                                where = (n, lineno)
+                                self._anchor(files, n, size, lineno)
+                            continue
                     if held is not None:
                         raise self._bad_line(n, *held, seq)
                     obj = self._parse(raw, n, lineno, seq, head, last_segment=n == last)
                     if obj is None:
-                        held = (lineno, raw)
+                        held, until = (lineno, raw), 0
                         continue
                     seq, head = seq + 1, line_hash(raw[:-1])
                     where = (n, lineno)
                     if seq == known_seq and head != known_head:
                         raise self._other_chain(n, lineno, seq, head)
                     self._guard(obj, (n, lineno), seq, head)
+                    if self.sealed is not None:
+                        until = 0
+                    if seq == known_seq:
+                        self._anchor(files, n, size + len(raw), lineno)
                     if seq > known_seq:
                         self._replay(obj, seq, head)
                     size += len(raw)
-                    progress.add(len(raw))
+                    if size >= mark:
+                        progress.add(size - shown)
+                        shown, mark = size, size + _REPORT_BYTES
+            progress.add(size - shown)
             if held is not None:
                 torn = held[1]
+        if skim and not self.anchored:
+            raise _Doubt
         if known_seq > seq or (clean_stop or 0) > seq:
             raise self._ahead(where, seq, head)
         self._note_beyond(seq)
@@ -262,7 +426,16 @@ class _Scan:
             replayed=seq - known_seq,
             rebuilt=self.rebuild and seq > 0,
             contradicted=self.contradicted,
+            checked=self.checked,
         )
+
+    def _anchor(
+        self, files: tuple[tuple[int, int, int, int, int], ...], n: int, offset: int, line: int
+    ) -> None:
+        """Line S is found, with the state's head: what comes before it is the daemon's."""
+        assert self.position is not None
+        self.anchored = True
+        self.checked = Checked(self.position, files, n, offset, line, self.clean_sealed)
 
     def _guard(self, obj: dict[str, Any], where: tuple[int, int], seq: int, head: str) -> None:
         """The checks beyond the chain: the signed note's head, and that nothing but
@@ -283,8 +456,10 @@ class _Scan:
                 )
             elif is_stop:
                 self.sealed = (seq, f"the clean stop that {rel} signed")
-        if clean_stop is not None and seq == clean_stop and is_stop and self.sealed is None:
-            self.sealed = (seq, "the clean stop state.sqlite3 recorded")
+        if clean_stop is not None and seq == clean_stop and is_stop:
+            self.clean_sealed = True
+            if self.sealed is None:
+                self.sealed = (seq, _STATE_STOP)
         if self.sealed is not None and seq > self.sealed[0] and not is_startup_event(obj):
             what = obj.get("event") if obj.get("kind") == "event" else obj.get("kind")
             raise corrupt(
@@ -386,14 +561,20 @@ class _Scan:
 
 
 class _Progress:
-    """A log line per _PROGRESS_BYTES read, for archives big enough to make a start slow."""
+    """A log line per _PROGRESS_BYTES read, for archives big enough to make a start slow, and
+    a call of `report` at the start and at each `add` (per _REPORT_BYTES and per segment)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, report: Progress | None) -> None:
         self.total, self.read, self.next = total, 0, _PROGRESS_BYTES
+        self.report = report
         self.began = time.monotonic()
+        if report is not None:
+            report(0, total)
 
     def add(self, n: int) -> None:
         self.read += n
+        if self.report is not None:
+            self.report(self.read, self.total)
         if self.read >= self.next:
             self.next += _PROGRESS_BYTES
             log().info(
@@ -411,6 +592,13 @@ class _Progress:
                 bytes_total=self.total,
                 seconds=round(time.monotonic() - self.began, 1),
             )
+
+
+def _identity(n: int, path: Path) -> tuple[int, int, int, int, int]:
+    """What tells that a segment file is still the one that was read: the same file (device,
+    inode) with the same size and modification time."""
+    info = path.stat()
+    return n, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _read_from(path: Path, offset: int) -> bytes:

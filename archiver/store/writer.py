@@ -25,6 +25,7 @@ daemon stops, and the next start's torn-tail repair makes the file whole again.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ from archiver.store.manifest import (
     segment_name,
     utc_now_rfc3339,
 )
-from archiver.store.recovery import Tail, recover, set_aside_notes
+from archiver.store.recovery import Checked, Progress, Tail, recover, set_aside_notes
 from archiver.store.segments import SegmentAppender
 from archiver.store.state import State
 from archiver.store.stateview import META_CLEAN_STOP, META_INDEX_STARTED
@@ -113,16 +114,27 @@ class ManifestWriter:
 
     @classmethod
     async def open(
-        cls, root: Path, state: State, *, segment_max_bytes: int = SEGMENT_MAX_BYTES
+        cls,
+        root: Path,
+        state: State,
+        *,
+        segment_max_bytes: int = SEGMENT_MAX_BYTES,
+        checked: Checked | None = None,
+        progress: Progress | None = None,
     ) -> ManifestWriter:
-        """Recover the manifest (repair a torn tail, replay lines into the index) and start."""
+        """Recover the manifest (repair a torn tail, replay lines into the index) and start.
+
+        `checked`: check_startup's Tail.checked in the same start, so the scan goes on from
+        the state's position instead of reading again what was just checked. `progress`:
+        called (bytes read, bytes in all) from the writer's thread while it scans."""
         self = cls(root, state.path, segment_max_bytes)
         loop = asyncio.get_running_loop()
         started = state.get_meta(META_INDEX_STARTED) is not None
         stop = state.get_meta(META_CLEAN_STOP)
         clean_stop = int(stop) if stop is not None and stop.isdigit() else None
+        start = functools.partial(self._start, started, clean_stop, checked, progress)
         try:
-            tail = await loop.run_in_executor(self._executor, self._start, started, clean_stop)
+            tail = await loop.run_in_executor(self._executor, start)
             state.set_meta(META_INDEX_STARTED, "1")
         except BaseException:
             await self._shutdown_thread()
@@ -309,10 +321,23 @@ class ManifestWriter:
 
     # --- writer thread -------------------------------------------------------------------------
 
-    def _start(self, started: bool, clean_stop: int | None) -> Tail:
+    def _start(
+        self,
+        started: bool,
+        clean_stop: int | None,
+        checked: Checked | None,
+        progress: Progress | None,
+    ) -> Tail:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._index = ManifestIndex(self._state_path)
-        tail = recover(self._dir, self._index, started=started, clean_stop=clean_stop)
+        tail = recover(
+            self._dir,
+            self._index,
+            started=started,
+            clean_stop=clean_stop,
+            checked=checked,
+            progress=progress,
+        )
         if tail.replayed:
             log().info("manifest_index_replayed", lines=tail.replayed)
         self._segments = SegmentAppender(self._dir, tail.segment, tail.size, self._max)
