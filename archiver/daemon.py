@@ -38,7 +38,7 @@ from archiver.downloads.urls import UrlPolicy
 from archiver.ops.logs import get_logger
 from archiver.ops.metrics import Telemetry, start_server
 from archiver.ops.progress import progress_loop, snapshot
-from archiver.ops.sdnotify import Notifier, watchdog_loop
+from archiver.ops.sdnotify import Notifier, StartupProgress, watchdog_loop
 from archiver.ops.status import META_BUDGET
 from archiver.replica.service import ReplicaDrain, replica_bucket, replica_task
 from archiver.store import checkpoint
@@ -60,12 +60,12 @@ from archiver.zoom.ratelimit import Budgets
 # After the grace period, cancelled tasks get this long to unwind before we give up on them.
 HARD_DEADLINE = 5.0
 INCOMPLETE_SHOWN = 3  # sessions named in the one-line summary of an incomplete pass
-# Why a parked download's URL refresh was refused (policy.Action values), for that summary.
+# Why a pending download is parked (policy.Action values and the file host's), for that summary.
 PARKED_BECAUSE = {
-    "park": "rate budget paused",
-    "retry": "Zoom kept failing",
-    "session_failure": "refused for that session",
-    "bad_response": "unreadable answers",
+    "park": "URL refresh waits for a paused rate budget",
+    "retry": "URL refresh failed: Zoom kept erring",
+    "session_failure": "URL refresh refused for that session",
+    "bad_response": "URL refresh got unreadable answers",
     "file_host": "the file host kept failing",  # downloads: no file, no evidence either
     "url_refused": "the file host refused fresh URLs",
 }
@@ -105,7 +105,7 @@ class RunOutcome:
             )
             parts.append(
                 f"{self.attachments_pending} attachment(s) still pending"
-                + (f" (their URL refresh was refused: {why})" if why else "")
+                + (f" (parked: {why})" if why else "")
             )
         if self.replica_behind:
             parts.append(self.replica_behind)
@@ -127,11 +127,17 @@ async def open_archive(
         # With a key, the newest note it signed must agree with the manifest.
         origin = checkpoint.origin_for(config.zoom.account_id)
         public = key.public_key() if key is not None else None
-        await asyncio.to_thread(check_startup, root, public, origin)
+        # Under systemd a big manifest's check asks for more time as it goes (and says how
+        # far it got), so TimeoutStartSec= does not kill a start that is making progress.
+        heartbeat = StartupProgress(Notifier(), "checking the manifest")
+        tail = await asyncio.to_thread(check_startup, root, public, origin, progress=heartbeat)
         prepare_root(root)  # after the lock: it empties tmp/, which a running daemon uses
         state = State.open(root)
         try:
-            writer = await ManifestWriter.open(root, state)
+            # Given what the check found, the writer reads only what follows the state.
+            writer = await ManifestWriter.open(
+                root, state, checked=tail.checked, progress=heartbeat
+            )
             try:
                 await writer.append_event("start", version=__version__)
                 async with checkpoints(config, key, writer):

@@ -94,5 +94,5 @@ def test_the_summary_says_why_attachments_are_pending() -> None:
     )
     assert outcome.summary() == (
         "pass incomplete: 2 attachment(s) still pending "
-        "(their URL refresh was refused: 2 rate budget paused)"
+        "(parked: 2 URL refresh waits for a paused rate budget)"
     )
