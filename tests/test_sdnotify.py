@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.ops.sdnotify import Notifier, watchdog_loop
+from archiver import daemon
+from archiver.config import ArchiveConfig, Config, ZoomConfig
+from archiver.ops.sdnotify import Notifier, StartupProgress, watchdog_loop
+from archiver.store.layout import prepare_root
+from archiver.store.state import State
+from archiver.store.writer import ManifestWriter
+from tests.store.conftest import message
 
 
 class Receiver:
@@ -228,3 +234,78 @@ async def test_watchdog_loop_with_stop_already_set(receiver: Receiver) -> None:
         watchdog_loop(receiver.notifier(WATCHDOG_USEC="100000"), stop), timeout=0.1
     )
     assert receiver.drain() == []
+
+
+# --- long work before READY=1: the start-up check of a big manifest ---------------------------
+
+
+def assignments(datagram: bytes) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in datagram.decode().split("\n"))
+
+
+def test_startup_progress_extends_and_says_how_far_then_waits(receiver: Receiver) -> None:
+    now = [100.0]
+    progress = StartupProgress(
+        receiver.notifier(), "checking the manifest", every=5.0, margin=90.0, clock=lambda: now[0]
+    )
+    progress(0, 10_400_000_000)  # the first call reports at once
+    assert assignments(receiver.recv()) == {
+        "EXTEND_TIMEOUT_USEC": "90000000",
+        "STATUS": "checking the manifest: 0.0 of 10.4 GB",
+    }
+    now[0] += 4.9
+    progress(2_000_000_000, 10_400_000_000)
+    assert receiver.drain() == []  # within `every`: nothing sent
+    now[0] += 0.1
+    progress(3_200_000_000, 10_400_000_000)
+    assert assignments(receiver.recv())["STATUS"] == "checking the manifest: 3.2 of 10.4 GB"
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "text"),
+    [
+        (0, 0, "0.0 of 0.0 MB"),
+        (1_234_567, 9_000_000, "1.2 of 9.0 MB"),
+        (123_000_000, 640_000_000, "123 of 640 MB"),
+        (999_999_999, 1_000_000_000, "1.0 of 1.0 GB"),
+    ],
+)
+def test_startup_progress_amounts(receiver: Receiver, done: int, total: int, text: str) -> None:
+    StartupProgress(receiver.notifier(), "x")(done, total)
+    assert assignments(receiver.recv())["STATUS"] == f"x: {text}"
+
+
+def test_startup_progress_is_a_no_op_off_systemd() -> None:
+    progress = StartupProgress(Notifier({}), "x", every=0.0)
+    progress(1, 2)  # nothing to send to, nothing raised
+
+
+def test_startup_progress_margin_must_outlast_the_gap(receiver: Receiver) -> None:
+    with pytest.raises(ValueError, match="margin"):
+        StartupProgress(receiver.notifier(), "x", every=60.0, margin=30.0)
+
+
+async def test_open_archive_extends_the_start_timeout_while_it_checks(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, short_dir: Path
+) -> None:
+    # The daemon's own open_archive, on a real archive of several segments, under a
+    # NOTIFY_SOCKET: the check's progress reaches systemd as EXTEND_TIMEOUT_USEC + STATUS.
+    root = short_dir / "archive"
+    prepare_root(root)
+    state = State.open(root)
+    writer = await ManifestWriter.open(root, state, segment_max_bytes=4096)
+    for n in range(4):
+        await writer.append_messages("s", [message(10 * n + i) for i in range(8)], "sync")
+    await writer.close()
+    state.close()
+    size = sum(path.stat().st_size for path in (root / "manifest").iterdir())
+    monkeypatch.setenv("NOTIFY_SOCKET", receiver.env_value)
+    config = Config(zoom=ZoomConfig(account_id="acct-1"), archive=ArchiveConfig(root=str(root)))
+    async with daemon.open_archive(config) as (_state, opened):
+        assert opened.seq > 32
+    sent = [assignments(datagram) for datagram in receiver.drain()]
+    assert sent, "nothing reached the notify socket"
+    assert sent[0] == {
+        "EXTEND_TIMEOUT_USEC": "90000000",
+        "STATUS": f"checking the manifest: 0.0 of {size / 1e6:.1f} MB",
+    }

@@ -19,7 +19,8 @@ import contextlib
 import errno
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from archiver.ops.logs import get_logger
@@ -107,6 +108,49 @@ class Notifier:
             self._failing = False
             get_logger().info("sdnotify_send_recovered")
         return True
+
+
+class StartupProgress:
+    """A progress callback, (done, total) bytes, for long work before READY=1 (the start-up
+    check of a big manifest): at its first call and then every `every` seconds, one datagram
+    asks systemd for `margin` seconds more (EXTEND_TIMEOUT_USEC, which only counts once
+    TimeoutStartSec= has passed) and says how far the work got (STATUS). Work that stalls
+    stops the datagrams, and systemd's timeout fires `margin` seconds later. Cheap to call
+    often, from any one thread at a time (the check runs in a worker thread)."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        what: str,
+        *,
+        every: float = 5.0,
+        margin: float = 90.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 <= every < margin:
+            raise ValueError("the margin must be longer than the time between two reports")
+        self._notifier, self._what = notifier, what
+        self._every, self._margin, self._clock = every, margin, clock
+        self._next: float | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._notifier.enabled:
+            return
+        now = self._clock()
+        if self._next is not None and now < self._next:
+            return
+        self._next = now + self._every
+        self._notifier.send(
+            f"EXTEND_TIMEOUT_USEC={round(self._margin * 1_000_000)}",
+            *_status(f"{self._what}: {_amount(done, total)}"),
+        )
+
+
+def _amount(done: int, total: int) -> str:
+    """`3.2 of 10.4 GB`, or in MB below a GB (decimal units, as `df -H` and disks count)."""
+    unit, scale = ("GB", 1e9) if total >= 1e9 else ("MB", 1e6)
+    digits = 1 if unit == "GB" or total < 10e6 else 0
+    return f"{done / scale:.{digits}f} of {total / scale:.{digits}f} {unit}"
 
 
 async def watchdog_loop(notifier: Notifier, stop_event: asyncio.Event) -> None:

@@ -406,7 +406,8 @@ class _Scan:
                     if size >= mark:
                         progress.add(size - shown)
                         shown, mark = size, size + _REPORT_BYTES
-            progress.add(size - shown)
+            if size > shown:
+                progress.add(size - shown)
             if held is not None:
                 torn = held[1]
         if skim and not self.anchored:

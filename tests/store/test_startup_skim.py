@@ -318,3 +318,95 @@ def test_random_damage_skim_and_parse_agree_and_verify_agrees(
         seen[fast[0]] = seen.get(fast[0], 0) + 1
         shutil.rmtree(root)
     assert seen["refused"] > CASES // 2 and seen["ok"] > CASES // 20, seen
+
+
+# --- one read per start: the writer goes on from where the check found the state -------------
+
+
+def manifest_bytes(root: Path) -> int:
+    return sum(path.stat().st_size for path in (root / "manifest").glob("*.jsonl"))
+
+
+async def open_and_close(root: Path, **kwargs: Any) -> tuple[Tail, list[tuple[int, int]]]:
+    """ManifestWriter.open as open_archive calls it: (what it found, what its scan read)."""
+    reads: list[tuple[int, int]] = []
+    state = State.open(root)
+    stop = state.get_meta(META_CLEAN_STOP)
+    seen: list[Tail] = []
+    real = recovery.recover
+
+    def recording(*args: Any, **kw: Any) -> Tail:
+        seen.append(real(*args, **kw))
+        return seen[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("archiver.store.writer.recover", recording)
+        writer = await ManifestWriter.open(
+            root, state, progress=lambda done, total: reads.append((done, total)), **kwargs
+        )
+    assert (writer.seq, writer.head) == (seen[0].seq, seen[0].head)
+    await writer.close()
+    if stop is not None:
+        state.set_meta(META_CLEAN_STOP, stop)
+    state.close()
+    return seen[0], reads
+
+
+def test_progress_goes_from_nothing_to_everything(pristine: Path) -> None:
+    reads: list[tuple[int, int]] = []
+    check_startup(pristine, progress=lambda done, total: reads.append((done, total)))
+    total = manifest_bytes(pristine)
+    assert reads[0] == (0, total) and reads[-1] == (total, total)
+    assert [done for done, _ in reads] == sorted(done for done, _ in reads)
+
+
+async def test_the_writer_reads_only_what_the_check_has_not(
+    pristine: Path, public: Ed25519PublicKey, tmp_path: Path
+) -> None:
+    full = tmp_path / "full"
+    shutil.copytree(pristine, full, symlinks=True)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(pristine, resumed, symlinks=True)
+    everything, full_reads = await open_and_close(full)
+    assert full_reads[0] == (0, manifest_bytes(full))  # no `checked`: it reads it all again
+    tail = check_startup(resumed, public, ORIGIN)
+    assert tail.checked is not None
+    found, reads = await open_and_close(resumed, checked=tail.checked)
+    assert reads == [(0, 0)]  # the state had seen every line: nothing left to read
+    assert found == everything == tail  # the same Tail, field by field
+
+
+async def test_lines_after_the_state_are_read_and_replayed_from_there(
+    pristine: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    shutil.copytree(pristine, root, symlinks=True)
+    last = sorted((root / "manifest").glob("*.jsonl"))[-1]
+    lines = last.read_bytes().splitlines()
+    stop = json.loads(lines[-1])
+    # A start-up event the state has not seen yet (a crash right after it was written).
+    extra = encode_line(
+        {"kind": "event", "event": "start"}, stop["seq"] + 1, line_hash(lines[-1]), stop["at"]
+    )
+    with last.open("ab") as stream:
+        stream.write(extra + b"\n")
+    tail = check_startup(root)
+    assert tail.checked is not None and tail.seq == stop["seq"] + 1
+    found, reads = await open_and_close(root, checked=tail.checked)
+    assert reads[0] == (0, len(extra) + 1)
+    assert found.replayed == 1 and (found.seq, found.head) == (tail.seq, line_hash(extra))
+
+
+async def test_a_segment_changed_after_the_check_is_read_again(
+    pristine: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "archive"
+    shutil.copytree(pristine, root, symlinks=True)
+    tail = check_startup(root)
+    assert tail.checked is not None
+    first = root / "manifest" / "000001.jsonl"
+    info = first.stat()
+    os.utime(first, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000))
+    found, reads = await open_and_close(root, checked=tail.checked)
+    assert reads[0] == (0, manifest_bytes(root))  # everything, checked again
+    assert found == tail
