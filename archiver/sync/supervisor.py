@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,15 @@ CLOCK_SKEW = timedelta(minutes=5)
 SAME_SECOND_MARGIN = timedelta(seconds=5)
 META_WALKED_TO = "discovery_walked_to"
 META_WATERMARK = "discovery_watermark"
+# Windows to list again at the next poll: the list kept moving while they were paged.
+META_RELIST = "discovery_relist"
+# Zoom documents only an opaque next_page_token: if it pages by offset, a session that moves
+# out of a window while it is paged shifts the rest up and one is never listed. A window that
+# came in more than one page and listed a session which has moved since (its time outside the
+# window, or another window showed it at another time) is listed again, up to this many
+# rounds per poll; what still moves then is saved and listed again at the next poll.
+RELIST_ROUNDS = 3
+Window = tuple[datetime, datetime]
 
 
 @dataclass
@@ -245,6 +255,12 @@ class Supervisor:
                 self.progress.discovery_complete = True
                 self.failed_sessions.pop("<discovery>", None)
                 failures = 0
+                unsettled = json.loads(self._state.get_meta(META_RELIST) or "[]")
+                if self._once and unsettled:
+                    self.failed_sessions["<discovery>"] = (
+                        f"the session list kept moving while {len(unsettled)} month windows "
+                        f"were paged ({RELIST_ROUNDS} rounds); the next pass lists them again"
+                    )
             except ZoomAuthError:
                 raise
             except ZoomError as exc:
@@ -273,6 +289,10 @@ class Supervisor:
         started = self.zoom_now().replace(microsecond=0)
         walked_to = self._state.get_meta(META_WALKED_TO)
         watermark = self._state.get_meta(META_WATERMARK)
+        seen: list[tuple[Window, dict[str, str]]] = []
+        for raw in json.loads(self._state.get_meta(META_RELIST) or "[]"):
+            window = (datetime.fromisoformat(raw[0]), datetime.fromisoformat(raw[1]))
+            seen.append((window, await self._list_window(*window)))
         if watermark is None:
             # First walk (resumable): every month from history_start to now.
             begin = day_start(self._config.sync.history_start_date)
@@ -281,17 +301,52 @@ class Supervisor:
             for window in month_windows(begin, started + CLOCK_SKEW):
                 if self._stop.is_set():
                     return
-                await self._list_window(*window)
+                seen.append((window, await self._list_window(*window)))
                 # Never past our own start: a resumed walk must list from there on again.
                 self._state.set_meta(META_WALKED_TO, min(window[1], started).isoformat())
-            self._state.set_meta(META_WATERMARK, self._poll_mark(ours, started).isoformat())
-            return
-        since = datetime.fromisoformat(watermark) - timedelta(seconds=self._config.sync.lookback)
-        for window in month_windows(since, started + CLOCK_SKEW):
-            if self._stop.is_set():
-                return
-            await self._list_window(*window)
+        else:
+            lookback = timedelta(seconds=self._config.sync.lookback)
+            since = datetime.fromisoformat(watermark) - lookback
+            for window in month_windows(since, started + CLOCK_SKEW):
+                if self._stop.is_set():
+                    return
+                seen.append((window, await self._list_window(*window)))
+        await self._settle_windows(seen)
         self._state.set_meta(META_WATERMARK, self._poll_mark(ours, started).isoformat())
+
+    async def _settle_windows(self, seen: list[tuple[Window, dict[str, str]]]) -> None:
+        """List again every window that listed a session which moved since (see
+        RELIST_ROUNDS); the windows still moving after the last round are saved for the next
+        poll (and a --once pass says so)."""
+        for round_number in range(1, RELIST_ROUNDS + 1):
+            moved = [window for window, rows in seen if self._moved(window, rows)]
+            if not moved:
+                self._state.set_meta(META_RELIST, "")
+                return
+            self._log.info("discovery_relist", windows=len(moved), round=round_number)
+            seen = []
+            for window in moved:
+                if self._stop.is_set():
+                    return
+                seen.append((window, await self._list_window(*window)))
+        still = [window for window, rows in seen if self._moved(window, rows)]
+        if still:
+            self._log.warning("discovery_unsettled", windows=len(still))
+        self._state.set_meta(
+            META_RELIST,
+            json.dumps([[a.isoformat(), b.isoformat()] for a, b in still]) if still else "",
+        )
+
+    def _moved(self, window: Window, rows: dict[str, str]) -> bool:
+        """Whether a session `window` listed has left it or shows another time by now."""
+        for session_id, listed in rows.items():
+            moment = parse_time(listed)
+            known = self._state.get_session(session_id)
+            if known is not None and known.last_message_time not in (None, listed):
+                return True
+            if moment is not None and not window[0] <= moment.replace(microsecond=0) <= window[1]:
+                return True
+        return False
 
     def _poll_mark(self, ours: datetime, started: datetime) -> datetime:
         """The watermark of a poll that began at `ours` (our clock), `started` (Zoom's as then
@@ -299,9 +354,14 @@ class Supervisor:
         now_offset = self.zoom_now() - self._now()
         return min(started, (ours + now_offset).replace(microsecond=0))
 
-    async def _list_window(self, start: datetime, end: datetime) -> None:
+    async def _list_window(self, start: datetime, end: datetime) -> dict[str, str]:
+        """List one window, page by page; returns session id -> the time it gave, or {} when
+        it came in one page (a single page cannot have shifted under us)."""
+        rows: dict[str, str] = {}
         page_token: str | None = None
+        pages = 0
         while True:
+            pages += 1
             page = await self._client.list_sessions(
                 start=start,
                 end=end,
@@ -325,12 +385,14 @@ class Supervisor:
                 self._state.upsert_session(
                     info.session_id, session_type=info.session_type, last_message_time=listed
                 )
+                if listed is not None:
+                    rows[info.session_id] = max(listed, rows.get(info.session_id, listed))
                 synced = known.synced_message_time if known is not None else None
                 if synced is None or listed is None or listed > synced:
                     self.enqueue(info.session_id, INCREMENTAL)
             page_token = page.next_page_token
             if not page_token:
-                return
+                return rows if pages > 1 else {}
 
     # --- workers --------------------------------------------------------------------------
 

@@ -46,6 +46,12 @@ class Behaviour:
     list_page_size: int = 100  # the list's own page size, at most the requested page_size
     live_arrivals: float = 0.0  # per request: a message arrives while the archiver works
     faults: Faults = field(default_factory=Faults)
+    short_isync: float = 0.0  # an ISync page shorter than count while newer messages remain
+    clock_skew: int = 0  # Zoom's clock minus ours, seconds (its `Date` header says so)
+    visible_lag: int = 0  # a new message is visible this many seconds after its date_time
+    # The list is paged by offset over the live state (newest first), not a snapshot: a
+    # session that moves while the caller pages shifts the others by one.
+    offset_paging: bool = False
 
 
 class Disconnected(Exception):

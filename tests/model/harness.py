@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +199,8 @@ class CaseRun:
     async def run_pass(self, phase: str, stop_after: int) -> PassRecord:
         record = PassRecord(len(self.passes) + 1, phase, stop_after)
         self.passes.append(record)
-        expected = self.model.truth(include_deleted=False)  # what Zoom holds as the pass begins
+        # What Zoom shows as the pass begins.
+        expected = self.model.truth(include_deleted=False, visible=True)
         cap = 200 + 25 * (len(self.model.truth(include_deleted=True)) + len(self.model.sessions))
         stop = asyncio.Event()
         model = self.model
@@ -256,6 +259,7 @@ class CaseRun:
                 OpenBudgets(),  # type: ignore[arg-type]
                 policy=RetryPolicy(backoff_base=0.0),
                 rng=random.Random(self.case.seed),
+                **_taken(ZoomClient, clock=self.our_clock),
             )
             client._send = send  # type: ignore[method-assign]
             session_sync = SessionSync(
@@ -271,13 +275,23 @@ class CaseRun:
                 state,
                 session_sync,
                 once=True,
-                now=self.model.now,
+                now=self.our_clock,
                 **_no_waiting(Supervisor, "backoff"),
+                **_taken(Supervisor, delay=self._wait_virtual),
             )
             try:
                 await supervisor.run(stop)
             finally:
                 record.incomplete = _incomplete(supervisor)
+
+    def our_clock(self) -> datetime:
+        """The archiver's clock: Zoom's (the model's) minus the case's skew."""
+        return self.model.now() - timedelta(seconds=self.case.behaviour.clock_skew)
+
+    def _wait_virtual(self, seconds: float) -> float:
+        """A wait on the clock: the virtual clock moves on at once (no case sleeps)."""
+        self.model.advance(math.ceil(seconds))
+        return 0.0
 
     # --- invariants ----------------------------------------------------------------------------
 
@@ -356,6 +370,12 @@ def _no_waiting(cls: type[Any], *names: str) -> dict[str, Any]:
     the commit before this session's work (it sleeps there, 0.5 s * attempt)."""
     taken = inspect.signature(cls).parameters
     return {name: (lambda attempt: 0.0) for name in names if name in taken}
+
+
+def _taken(cls: type[Any], **arguments: Any) -> dict[str, Any]:
+    """The keyword arguments `cls` takes (the same test runs on the commit before them)."""
+    taken = inspect.signature(cls).parameters
+    return {name: value for name, value in arguments.items() if name in taken}
 
 
 def _incomplete(supervisor: Supervisor) -> dict[str, str]:

@@ -37,7 +37,8 @@ class Case:
             f"dup={b.duplicate} order={b.order} "
             f"no_token={b.no_token} no_token_empty={b.no_token_empty} "
             f"token_lifetime={b.token_lifetime} list_page={b.list_page_size} "
-            f"live={b.live_arrivals} faults[{faults}]"
+            f"live={b.live_arrivals} short_isync={b.short_isync} skew={b.clock_skew} "
+            f"lag={b.visible_lag} offset_paging={b.offset_paging} faults[{faults}]"
         )
         steps = ", ".join(_step_text(step) for step in self.steps)
         return (
@@ -78,6 +79,12 @@ FOCUS: tuple[tuple[str, Any], ...] = (
     ("faults.rate_limited", 0.05),
     ("faults.reset", 0.05),
     ("live_arrivals", 0.03),
+    ("short_isync", 0.6),
+    ("overlap", 1.0),  # an inclusive lower bound: every BSync repeats the covered message
+    ("clock_skew", 30),
+    ("clock_skew", -30),
+    ("visible_lag", 4),
+    ("offset_paging", True),
 )
 FOCUSED = 0.3  # share of cases with one behaviour alone
 
@@ -107,6 +114,12 @@ def make_case(seed: int) -> Case:
 def _focused(name: str, value: Any) -> Behaviour:
     if name.startswith("faults."):
         return Behaviour(faults=Faults(**{name.removeprefix("faults."): value}))
+    if name == "offset_paging":
+        # Sessions move while the list is paged only when messages arrive meanwhile, and
+        # shift others only when pages are small.
+        return Behaviour(offset_paging=value, live_arrivals=0.05, list_page_size=1)
+    if name == "visible_lag":
+        return Behaviour(visible_lag=value, live_arrivals=0.03)
     return Behaviour(**{name: value})
 
 
@@ -133,6 +146,10 @@ def _mixed(rng: random.Random) -> tuple[Behaviour, int | None]:
         list_page_size=rng.choice((1, 2, 3, 100)),
         live_arrivals=_maybe(rng, (0.01, 0.03), 0.3),
         faults=faults,
+        short_isync=_maybe(rng, (0.3, 0.6), 0.4),
+        clock_skew=int(_maybe(rng, (-120, -3, 3, 120), 0.3)),
+        visible_lag=int(_maybe(rng, (1, 4), 0.3)),
+        offset_paging=rng.random() < 0.4,
     )
     return behaviour, lifetime
 
@@ -189,6 +206,25 @@ NAMED: dict[str, Case] = {
         3, Behaviour(faults=Faults(html_404=0.3)), _LATER, sessions=2
     ),
     "403 on one request": _named(1, Behaviour(faults=Faults(forbidden=0.3)), _LATER, sessions=2),
+    "a short ISync page in the listed second": _named(
+        1, Behaviour(short_isync=1.0), (*_LATER, ("burst_one", 3), ("pass", 0)), count=5
+    ),
+    "our clock runs ahead of Zoom's, messages visible late": _named(
+        1,
+        Behaviour(clock_skew=-30, visible_lag=4, live_arrivals=0.05),
+        (("pass", 0), ("burst_one", 2), ("pass", 0), ("pass", 0)),
+        count=5,
+    ),
+    "every BSync repeats the covered message": _named(
+        1, Behaviour(overlap=1.0), (*_GAP, ("pass", 0)), messages=7, count=3
+    ),
+    "the list paged by offset while sessions move": _named(
+        2,
+        Behaviour(offset_paging=True, live_arrivals=0.1, list_page_size=1),
+        (("pass", 0),),
+        sessions=6,
+        messages=30,
+    ),
     "401 on an API call": _named(
         1, Behaviour(faults=Faults(unauthorized=0.3)), _LATER, sessions=2, messages=30
     ),

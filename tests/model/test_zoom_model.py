@@ -253,6 +253,7 @@ def test_a_plain_walker_gets_everything(seed: int) -> None:
         no_token_empty=0.5,
         order="mixed",
         live_arrivals=0.0,
+        visible_lag=0,  # the truth below is what Zoom shows
     )
     model = ZoomModel(seed, behaviour)
     model.populate(case.sessions, case.messages)
@@ -280,9 +281,13 @@ def test_the_cases_cover_every_behaviour_and_step() -> None:
                 "duplicate",
                 "no_token",
                 "no_token_empty",
+                "short_isync",
+                "clock_skew",
+                "visible_lag",
             )
-            if getattr(b, name) > 0
+            if getattr(b, name) != 0
         )
+        knobs.update(["offset_paging"] if b.offset_paging else [])
         knobs.update(["token_lifetime"] if b.token_lifetime is not None else [])
         knobs.update(["live_arrivals"] if b.live_arrivals > 0 else [])
         knobs.update([f"order={b.order}"])

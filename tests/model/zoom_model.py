@@ -23,6 +23,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -40,6 +41,7 @@ class Message:
     message_id: str
     ms: int  # hidden total order: date_time second * 1000 + rank within the second
     record: dict[str, Any]
+    visible_at: int = -(10**9)  # the tick from which Zoom's answers show it
 
     @property
     def date_time(self) -> str:
@@ -52,9 +54,12 @@ class _Session:
     messages: list[Message] = field(default_factory=list)  # ascending by ms
     deleted: bool = False
 
-    @property
-    def last_second(self) -> datetime | None:
-        return _second(self.messages[-1].ms) if self.messages else None
+    def visible(self, tick: int) -> list[Message]:
+        return [m for m in self.messages if m.visible_at <= tick]
+
+    def last_second(self, tick: int) -> datetime | None:
+        shown = self.visible(tick)
+        return _second(shown[-1].ms) if shown else None
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,7 @@ class ZoomModel:
         self._serial = itertools.count(1)
         self._rank: Counter[int] = Counter()  # messages per second so far
         self._listings: dict[str, list[str]] = {}  # list cursor -> snapshot of session ids
+        self._offsets: dict[str, int] = {}  # list cursor -> offset (offset_paging)
 
     # --- the clock and the world ----------------------------------------------------------
 
@@ -128,7 +134,7 @@ class ZoomModel:
                 session_id = self._new_session_id()
             else:
                 session_id = self._world.choice(alive).session_id
-            out.append(self._add(session_id, self.tick))
+            out.append(self._add(session_id, self.tick, lag=self.behaviour.visible_lag))
             if self._world.random() < 0.3:
                 self.tick += 1
         return out
@@ -142,13 +148,17 @@ class ZoomModel:
         self.seen["deleted"] += 1
         return victim.session_id
 
-    def truth(self, *, include_deleted: bool) -> dict[tuple[str, str], dict[str, Any]]:
-        """(session_id, message_id) -> record, of every message Zoom holds (or ever held)."""
+    def truth(
+        self, *, include_deleted: bool, visible: bool = False
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """(session_id, message_id) -> record, of every message Zoom holds (or ever held);
+        `visible`: only those its answers show by now."""
         return {
             (m.session_id, m.message_id): m.record
             for s in self.sessions.values()
             if include_deleted or not s.deleted
             for m in s.messages
+            if not visible or m.visible_at <= self.tick
         }
 
     def _new_session_id(self) -> str:
@@ -156,7 +166,7 @@ class ZoomModel:
         self.sessions[session_id] = _Session(session_id)
         return session_id
 
-    def _add(self, session_id: str, second: int) -> Message:
+    def _add(self, session_id: str, second: int, lag: int = 0) -> Message:
         rank = self._rank[second]
         assert rank < 1000, "more than 1000 messages in one second"
         self._rank[second] += 1
@@ -175,7 +185,9 @@ class ZoomModel:
             "sender": {"phone_number": "+15550001" if out else "+15550002"},
             "to_members": [{"phone_number": "+15550002" if out else "+15550001"}],
         }
-        message = Message(session_id, message_id, ms, record)
+        message = Message(session_id, message_id, ms, record, second + lag)
+        if lag:
+            self._note("visible_lag")
         session.messages.append(message)
         session.messages.sort(key=lambda m: m.ms)
         return message
@@ -190,6 +202,11 @@ class ZoomModel:
         return self.access_token
 
     def handle(self, path: str, params: dict[str, str], access_token: str | None) -> Response:
+        status, headers, raw = self._handle(path, params, access_token)
+        headers["Date"] = format_datetime(self.now(), usegmt=True)  # Zoom's clock
+        return status, headers, raw
+
+    def _handle(self, path: str, params: dict[str, str], access_token: str | None) -> Response:
         self.tick += 1
         self.requests += 1
         if self.faults_on and self._world.random() < self.behaviour.live_arrivals:
@@ -261,27 +278,39 @@ class ZoomModel:
         if params.get("session_type", "user") not in SESSION_TYPES:
             return self._violation(f"session_type {params.get('session_type')}")
         cursor = params.get("next_page_token")
-        if cursor:
-            if cursor not in self._listings:
-                return error(400, 400, "The next page token is invalid or expired.")
-            ids = self._listings[cursor]
-        else:
-            # The listing is a snapshot: a session whose last message moves on while the
-            # caller pages must not shift the others out of it.
-            ids = [
-                s.session_id
-                for s in self.sessions.values()
-                if not s.deleted and s.last_second is not None and start <= s.last_second <= end
-            ]
         size = min(page_size, self.behaviour.list_page_size)
-        page, rest = ids[:size], ids[size:]
-        next_token = ""
-        if rest:
-            next_token = f"list{next(self._serial)}x{rng.randrange(16**4):04x}"
-            self._listings[next_token] = rest
+        if self.behaviour.offset_paging:
+            # Offsets into the live list, newest first: a session that moves out of the
+            # window while the caller pages shifts every later one up by one.
+            offset = self._offsets.get(cursor, -1) if cursor else 0
+            if offset < 0:
+                return error(400, 400, "The next page token is invalid or expired.")
+            ids = self._in_window(start, end)
+            ids.sort(key=lambda sid: self.sessions[sid].last_second(self.tick) or start)
+            ids.reverse()
+            page, rest = ids[offset : offset + size], ids[offset + size :]
+            next_token = ""
+            if rest:
+                next_token = f"off{next(self._serial)}x{rng.randrange(16**4):04x}"
+                self._offsets[next_token] = offset + size
+                self._note("offset_paging")
+        else:
+            if cursor:
+                if cursor not in self._listings:
+                    return error(400, 400, "The next page token is invalid or expired.")
+                ids = self._listings[cursor]
+            else:
+                # The listing is a snapshot: a session whose last message moves on while the
+                # caller pages must not shift the others out of it.
+                ids = self._in_window(start, end)
+            page, rest = ids[:size], ids[size:]
+            next_token = ""
+            if rest:
+                next_token = f"list{next(self._serial)}x{rng.randrange(16**4):04x}"
+                self._listings[next_token] = rest
         rows = []
         for session_id in page:
-            last = self.sessions[session_id].last_second
+            last = self.sessions[session_id].last_second(self.tick)
             rows.append(
                 {
                     "session_id": session_id,
@@ -293,6 +322,14 @@ class ZoomModel:
             self._note("list_duplicate")
             rows.insert(rng.randrange(len(rows) + 1), dict(rng.choice(rows)))
         return body(200, {"next_page_token": next_token, "page_size": size, "sms_sessions": rows})
+
+    def _in_window(self, start: datetime, end: datetime) -> list[str]:
+        out = []
+        for s in self.sessions.values():
+            last = s.last_second(self.tick)
+            if not s.deleted and last is not None and start <= last <= end:
+                out.append(s.session_id)
+        return out
 
     # --- sync -----------------------------------------------------------------------------------
 
@@ -331,15 +368,17 @@ class ZoomModel:
 
     def _fsync(self, session: _Session, count: int, rng: random.Random) -> Response:
         slots, dup = self._slots(count, rng)
-        page = session.messages[len(session.messages) - self._take(slots, session.messages, rng) :]
+        shown = session.visible(self.tick)
+        page = shown[len(shown) - self._take(slots, shown, rng) :]
         # Nothing yet: a window just below anything that can arrive from now on.
         empty = self.tick * 1000 - 1
         window = (page[0].ms, page[-1].ms) if page else (empty, empty)
         return self._page(session, page, window, dup, rng, newest_first=True)
 
     def _bsync(self, session: _Session, token: _Token, count: int, rng: random.Random) -> Response:
-        older = [m for m in session.messages if m.ms < token.older]
-        covered = [m for m in session.messages if m.ms == token.older]
+        shown = session.visible(self.tick)
+        older = [m for m in shown if m.ms < token.older]
+        covered = [m for m in shown if m.ms == token.older]
         slots, dup = self._slots(count, rng)
         overlap: list[Message] = []
         if covered and rng.random() < self.behaviour.overlap:
@@ -355,11 +394,12 @@ class ZoomModel:
         return self._page(session, fresh + overlap, window, dup, rng, newest_first=True)
 
     def _isync(self, session: _Session, token: _Token, count: int, rng: random.Random) -> Response:
-        new = [m for m in session.messages if m.ms > token.newer]
+        shown = session.visible(self.tick)
+        new = [m for m in shown if m.ms > token.newer]
         if len(new) > count:
             self._note("7035")
             return error(400, 7035, "The number of new records exceeds the sync count.")
-        covered = [m for m in session.messages if m.ms == token.newer]
+        covered = [m for m in shown if m.ms == token.newer]
         slots, dup = self._slots(count, rng)
         head: list[Message] = []
         if covered and rng.random() < self.behaviour.boundary:
@@ -370,7 +410,12 @@ class ZoomModel:
                 self._note("boundary_hides_newest")
         if dup and slots < 1:
             dup, slots = False, slots + 1  # no room for a copy: keep the slot
-        page = head + new[: max(slots, 0)]
+        fresh = new[: max(slots, 0)]
+        if len(fresh) > 1 and rng.random() < self.behaviour.short_isync:
+            # `count` is "the number of records returned within a single API call": no more.
+            self._note("short_isync")
+            fresh = fresh[: rng.randint(1, len(fresh) - 1)]
+        page = head + fresh
         window = (token.older, max([token.newer, *(m.ms for m in page)]))
         return self._page(session, page, window, dup, rng, newest_first=False)
 
