@@ -263,7 +263,12 @@ class Api:
             window = decode_token(token, session.session_id)
             if window is None or state.sync_token_expired(token, now):
                 raise ApiError(400, 300, MSG_300)
-        quirks = Quirks(config.quirk_overlap, config.quirk_ascending, config.quirk_duplicate)
+        quirks = Quirks(
+            config.quirk_overlap,
+            config.quirk_ascending,
+            config.quirk_duplicate,
+            config.quirk_inclusive_bsync,
+        )
         short = state.short_page(sync_type, count)
         try:
             page, window = sync_page(session.times, sync_type, count, window, quirks, short=short)

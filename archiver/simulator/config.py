@@ -24,7 +24,7 @@ PLANS: Final = ("pro", "business")
 HEADER_STYLES: Final = ("full", "iso", "none")
 FAULTS: Final = ("fault_5xx", "fault_reset", "fault_truncate", "fault_slow", "fault_stall")
 GATEWAY: Final = ("html_404_probability", "forbidden_probability")
-PAGE_SHAPES: Final = ("short_page_probability", "no_token_probability")
+PAGE_SHAPES: Final = ("short_page_probability", "no_token_probability", "short_isync_probability")
 DEFAULT_LABELS: Final = dict.fromkeys(ENDPOINTS, "medium")
 ZOOM_RETRY_SCHEDULE: Final = "300,1200,3600"
 MAX_RETRIES: Final = 10
@@ -115,6 +115,16 @@ class SimulatorConfig:
     )
     no_token_probability: float = knob(
         0.0, "chance that a non-empty sync page comes without its sync_token"
+    )
+    short_isync_probability: float = knob(
+        0.0,
+        "chance that an ISync page holds only 1..count-1 of the new messages (the rest come "
+        "with the next ISync)",
+    )
+    quirk_inclusive_bsync: bool = knob(
+        False,
+        "every BSync page repeats the oldest message its token covers, at the start of "
+        "history too (a page of that one message, never an empty page)",
     )
     # --- faults (probability per request, API and file host) ---
     fault_5xx: float = knob(

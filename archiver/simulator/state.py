@@ -124,9 +124,13 @@ class SimState:
         return b",".join([encoded[index] for index in page])
 
     def short_page(self, sync_type: str, count: int) -> int | None:
-        """The length a FSync/BSync page is cut to (1..count-1), or None for a whole page."""
-        chance = self.config.short_page_probability
-        if sync_type == "ISync" or count < 2 or not chance or self.fault_rng.random() >= chance:
+        """The length a page is cut to (1..count-1), or None for a whole page."""
+        chance = (
+            self.config.short_isync_probability
+            if sync_type == "ISync"
+            else self.config.short_page_probability
+        )
+        if count < 2 or not chance or self.fault_rng.random() >= chance:
             return None  # no draw when the switch is off: other faults keep their sequence
         return self.fault_rng.randint(1, count - 1)
 

@@ -19,10 +19,11 @@ progresses. With the slots taken, ISync may deliver the oldest of the new messag
 and the rest on the next call (with `count` new messages and overlap, a full ISync page
 holds the known boundary and leaves the newest message for the next ISync).
 
-A short page (`short`, FSync and BSync only) holds at most `short` < `count` entries while
-older messages remain: Zoom documents `count` only as "the number of records returned within
-a single API call". Its window covers exactly what it returned, so the next BSync goes on
-from there; the start of history is still only ever an empty BSync page.
+A short page (`short`; the caller draws it for ISync only when `short_isync_probability`
+is on) holds at most `short` < `count` entries while more messages remain: Zoom documents
+`count` only as "the number of records returned within a single API call". Its window covers
+exactly what it returned, so the next call goes on from there; the start of history is an
+empty BSync page, or with `inclusive` a page of the window's oldest message alone.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class Quirks:
     overlap: bool = False
     ascending: bool = False
     duplicate: bool = False
+    # BSync's lower bound is inclusive: every BSync page repeats the previous window's oldest
+    # message, at the start of history too (then it is the page's only entry, never empty).
+    inclusive: bool = False
 
 
 def encode_token(session_id: str, window: Window) -> str:
@@ -90,9 +94,10 @@ def sync_page(
     """
     news, boundary = _candidates(times, sync_type, count, window)
     room = count
-    if short is not None and sync_type != "ISync" and 1 <= short < min(count, len(news)):
+    if short is not None and 1 <= short < min(count, len(news)):
         room = short
-    if not (quirks.overlap and news and room >= 2):
+    inclusive = quirks.inclusive and sync_type == "BSync" and (not news or room >= 2)
+    if not (quirks.overlap and news and room >= 2) and not inclusive:
         boundary = None
     if boundary is not None:
         room -= 1

@@ -77,8 +77,10 @@ def test_sync_page_table(
         ("BSync", 5, Window(30, 50), Quirks(), 2, [1, 0], Window(10, 50)),
         ("FSync", 10, None, Quirks(), 5, [4, 3, 2, 1, 0], Window(10, 50)),
         ("BSync", 5, Window(10, 50), Quirks(), 3, [], Window(10, 50)),
-        # ISync is never cut short, and `short` >= count changes nothing.
-        ("ISync", 3, Window(10, 20), Quirks(), 1, [4, 3, 2], Window(10, 50)),
+        # ISync cut short (the state draws it only with short_isync_probability) gives the
+        # oldest of the new messages, the rest come next; `short` >= count changes nothing.
+        ("ISync", 3, Window(10, 20), Quirks(), 1, [2], Window(10, 30)),
+        ("ISync", 3, Window(10, 20), Quirks(), 2, [3, 2], Window(10, 40)),
         ("FSync", 2, None, Quirks(), 2, [4, 3], Window(40, 50)),
         # The quirks' slots come out of the short page, which stays short.
         ("BSync", 4, Window(50, 50), OVERLAP, 2, [4, 3], Window(40, 50)),
@@ -97,6 +99,27 @@ def test_short_page_table(
     new_window: Window,
 ) -> None:
     assert sync_page(TIMES, sync_type, count, window, quirks, short=short) == (page, new_window)
+
+
+INCLUSIVE = Quirks(inclusive=True)
+
+
+@pytest.mark.parametrize(
+    ("count", "window", "page", "new_window"),
+    [
+        # every BSync page repeats the window's oldest message, inside `count`
+        (3, Window(50, 50), [4, 3, 2], Window(30, 50)),
+        (2, Window(30, 50), [2, 1], Window(20, 50)),
+        # at the start of history: that message alone, never an empty page
+        (3, Window(10, 50), [0], Window(10, 50)),
+        # count = 1: no room beside it, so the page moves on without it
+        (1, Window(30, 50), [1], Window(20, 50)),
+    ],
+)
+def test_inclusive_bsync_table(
+    count: int, window: Window, page: list[int], new_window: Window
+) -> None:
+    assert sync_page(TIMES, "BSync", count, window, INCLUSIVE) == (page, new_window)
 
 
 def test_overlap_full_isync_page_leaves_the_newest_for_the_next_call() -> None:
