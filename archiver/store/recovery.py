@@ -85,6 +85,7 @@ ManifestWriter.open, then `start` (which it checkpoints at once when it has a ke
 
 _PROGRESS_BYTES: Final = 256 * 1024 * 1024  # a progress log line per this much read
 _REPORT_BYTES: Final = 16 * 1024 * 1024  # a call of the `progress` callback per this much
+_READ_BUFFER: Final = 1024 * 1024
 
 Progress = Callable[[int, int], None]
 """(bytes read, bytes in all) during the scan; called in the scan's thread."""
@@ -116,9 +117,10 @@ def chain_step(body: bytes, seq: int, prev: str) -> tuple[dict[str, Any] | None,
     return obj, link_problem(obj, seq, prev)
 
 
-def skim_link(raw: bytes) -> tuple[int, str] | None:
-    """(seq, prev) of a whole message line (newline included) laid out as the writer lays
-    them out, read at their places instead of parsed; None for any other line.
+def skim_link(raw: bytes, seq: int, prev: str) -> bool | None:
+    """Whether a whole line (newline included) laid out as the writer lays out a message
+    line is line `seq` after a line hashing to `prev`, read at the places of its `prev` and
+    `seq` instead of parsed; None for a line of any other layout (the caller parses it).
 
     Exact for every line the writer writes. Its `at` has 27 characters and its digest 64, so
     `","kind":"message","message_id":"` at offset 110 is a message line's own kind (a quote
@@ -133,10 +135,7 @@ def skim_link(raw: bytes) -> tuple[int, str] | None:
     end = raw.rfind(_SKIM_SEQ)
     if at < 0 or end < at:
         return None
-    digits = raw[end + 8 : raw.find(b",", end + 8)]
-    if not digits.isdigit():
-        return None
-    return int(digits), str(raw[at + 10 : at + 74], "latin-1")  # never fails; hex is ASCII
+    return raw.startswith(prev.encode(), at + 10) and raw.startswith(b"%d," % seq, end + 8)
 
 
 @dataclass(frozen=True)
@@ -354,25 +353,27 @@ class _Scan:
         total = sum(size for n, _d, _i, size, _t in files if n >= first) - skip
         progress = _Progress(total, self.report)
         sha256 = hashlib.sha256
-        # Skim while below: the line at the state's position, and no further once the guard
-        # has something to watch (a seal) or a line may be torn.
-        until = known_seq if skim else 0
+        # Skim while below `until`: the line at the state's position, or before a line the
+        # guard must read; no further once it has something to watch (a seal) or a line may
+        # be torn.
+        guarded = sorted(g for g in (clean_stop, note_seq) if g is not None)
+        until = _skim_until(seq, known_seq, guarded) if skim else 0
+        skimming = skim
         for n, path in self.segments:
             if n < first:
                 continue
-            size, lineno = 0, 0
+            size, start = 0, 1
             held: tuple[int, bytes] | None = None  # a bad line: torn only if nothing follows
-            with path.open("rb") as stream:
+            with path.open("rb", buffering=_READ_BUFFER) as stream:
                 if n == first and skip:
                     stream.seek(skip)
-                    size, lineno = skip, resume.line if resume is not None else 0
+                    size, start = skip, (resume.line if resume is not None else 0) + 1
                 shown, mark = size, size + _REPORT_BYTES
-                for raw in stream:
-                    lineno += 1
+                for lineno, raw in enumerate(stream, start):
                     if seq < until:
-                        link = skim_link(raw)
-                        if link is not None and seq + 1 != clean_stop and seq + 1 != note_seq:
-                            if link[0] != seq + 1 or link[1] != head:
+                        follows = skim_link(raw, seq + 1, head)
+                        if follows is not None:
+                            if not follows:
                                 raise _Doubt
                             seq, head = seq + 1, sha256(raw[:-1]).hexdigest()
                             size += len(raw)
@@ -389,15 +390,16 @@ class _Scan:
                         raise self._bad_line(n, *held, seq)
                     obj = self._parse(raw, n, lineno, seq, head, last_segment=n == last)
                     if obj is None:
-                        held, until = (lineno, raw), 0
+                        held, until, skimming = (lineno, raw), 0, False
                         continue
                     seq, head = seq + 1, line_hash(raw[:-1])
                     where = (n, lineno)
                     if seq == known_seq and head != known_head:
                         raise self._other_chain(n, lineno, seq, head)
                     self._guard(obj, (n, lineno), seq, head)
-                    if self.sealed is not None:
-                        until = 0
+                    if skimming:
+                        skimming = self.sealed is None
+                        until = _skim_until(seq, known_seq, guarded) if skimming else 0
                     if seq == known_seq:
                         self._anchor(files, n, size + len(raw), lineno)
                     if seq > known_seq:
@@ -593,6 +595,12 @@ class _Progress:
                 bytes_total=self.total,
                 seconds=round(time.monotonic() - self.began, 1),
             )
+
+
+def _skim_until(seq: int, known_seq: int, guarded: list[int]) -> int:
+    """The last seq the skim may take after `seq`: the state's, or the one before the next
+    line the guard reads."""
+    return min([known_seq] + [g - 1 for g in guarded if g > seq])
 
 
 def _identity(n: int, path: Path) -> tuple[int, int, int, int, int]:

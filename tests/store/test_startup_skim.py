@@ -76,7 +76,11 @@ def writer_line(seq: int, *, supersedes: int | None = None, **ids: str) -> bytes
 )
 def test_skim_reads_what_parsing_reads(line: bytes) -> None:
     obj = json.loads(line)
-    assert skim_link(line) == (obj["seq"], obj["prev"])
+    assert skim_link(line, obj["seq"], obj["prev"]) is True
+    assert skim_link(line, obj["seq"] + 1, obj["prev"]) is False
+    assert skim_link(line, obj["seq"] * 10, obj["prev"]) is False
+    assert skim_link(line, obj["seq"], ZERO_HASH) is False
+    assert skim_link(line, obj["seq"], obj["prev"][:-1] + "x") is False
 
 
 def test_skim_leaves_every_other_line_to_the_parser() -> None:
@@ -87,13 +91,14 @@ def test_skim_leaves_every_other_line_to_the_parser() -> None:
         line[:-1],  # no newline
         line.replace(b'"at":"2026-12-03T07:00:00.123456Z"', b'"at":"2026-12-03T07:00:00Z"'),
         line.replace(b'"kind":"message"', b'"kind":"massage"'),
-        line.replace(b',"seq":3,', b',"seq":-3,'),
-        line.replace(b',"seq":3,', b',"seq":3.0,'),
         line.replace(b'"prev":"', b'"prev" :"'),
         b"\n",
         b"",
     ]:
-        assert skim_link(other) is None, other
+        assert skim_link(other, 3, hashlib.sha256(b"3").hexdigest()) is None, other
+    for seq in (b"-3", b"3.0", b"03", b"3 "):  # a message line, not line 3: a doubt
+        other = line.replace(b',"seq":3,', b',"seq":' + seq + b",")
+        assert skim_link(other, 3, hashlib.sha256(b"3").hexdigest()) is False, other
 
 
 # --- archives of the real writer ---------------------------------------------------------------
@@ -176,7 +181,7 @@ def parsing_every_line(
 ) -> tuple[str, str | Tail]:
     """The reference: the same check with no line skimmed, as before the skim existed."""
     with monkeypatch.context() as patch:
-        patch.setattr(recovery, "skim_link", lambda raw: None)
+        patch.setattr(recovery, "skim_link", lambda raw, seq, prev: None)
         return outcome(root, public)
 
 
