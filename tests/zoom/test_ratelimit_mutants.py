@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from archiver.zoom.ratelimit import BudgetExhausted, LabelLimit
-from tests.zoom.test_ratelimit import MIDNIGHT, FakeTime, make_budgets
+from tests.zoom.test_ratelimit import DAILY_BODY, MIDNIGHT, FakeTime, make_budgets
 
 
 def named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
@@ -65,3 +65,25 @@ async def test_a_spent_daily_cap_is_logged_once_with_the_label_and_count() -> No
                 await budgets.acquire("heavy", max_wait=30)
     [entry] = named(logs, "rate_daily_cap_reached")
     assert (entry["label"], entry["used"], entry["log_level"]) == ("heavy", 2, "warning")
+
+
+def test_a_qps_429_is_logged_with_its_pause_and_new_rate() -> None:
+    budgets = make_budgets(FakeTime())
+    with capture_logs() as logs:
+        budgets.on_response("light", 429, {"Retry-After": "7"})
+    [entry] = named(logs, "zoom_rate_limited")
+    assert (entry["label"], entry["kind"], entry["log_level"]) == ("light", "qps", "warning")
+    assert entry["pause"] == pytest.approx(7)
+    current = budgets.snapshot()["light"]["current_rate"]
+    assert current is not None and entry["rate"] == current
+    assert budgets.snapshot()["light"]["pause_reason"] == "retry_after"
+
+
+def test_a_daily_429_is_logged_as_daily() -> None:
+    budgets = make_budgets(FakeTime(wall=MIDNIGHT - 100))
+    with capture_logs() as logs:
+        budgets.on_response("heavy", 429, {}, DAILY_BODY)
+    [entry] = named(logs, "zoom_rate_limited")
+    assert (entry["label"], entry["kind"]) == ("heavy", "daily")
+    assert entry["pause"] > 100  # to the reset after midnight
+    assert "rate" not in entry
