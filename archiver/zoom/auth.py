@@ -65,17 +65,19 @@ def regional_refusal(configured: str, token_api_url: str) -> str | None:
     Only `https` on `zoom.us` or a subdomain, with no user info; the configured scheme and
     host themselves are always acceptable (and change nothing).
     """
-    parts, mine = urlsplit(token_api_url), urlsplit(configured)
-    if (parts.scheme, parts.netloc) == (mine.scheme, mine.netloc):
-        return None
-    if parts.scheme != "https":
-        return "not https"
     try:
+        # urlsplit itself raises ValueError for some netlocs (one that NFKC changes, as a
+        # fullwidth solidus), `port` for a malformed port: then the reply is not a URL.
+        parts, mine = urlsplit(token_api_url), urlsplit(configured)
         host = (parts.hostname or "").lower()
         parts.port  # noqa: B018 - raises ValueError for a malformed port
     except ValueError:
         return "not a URL"
-    if "@" in parts.netloc or not host:
+    if (parts.scheme, parts.netloc) == (mine.scheme, mine.netloc):
+        return None
+    if parts.scheme != "https":
+        return "not https"
+    if "@" in parts.netloc or not host or not host.isascii():
         return "not a plain host"
     if host != ZOOM_DOMAIN and not host.endswith("." + ZOOM_DOMAIN):
         return f"not a {ZOOM_DOMAIN} host"

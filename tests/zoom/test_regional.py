@@ -32,6 +32,8 @@ CONFIGURED = "https://api.zoom.us/v2"
         ("https://api-eu.zoom.us:notaport", CONFIGURED),
         ("ftp://api-eu.zoom.us", CONFIGURED),
         ("//api-eu.zoom.us", CONFIGURED),
+        ("https://api\uff0f.zoom.us", CONFIGURED),  # urlsplit raises ValueError (NFKC)
+        ("https://\u0430pi.zoom.us", CONFIGURED),  # a Cyrillic a: not a plain ASCII host
     ],
 )
 def test_regional_api_base(token_api_url: str | None, expected: str) -> None:
@@ -66,3 +68,34 @@ async def test_a_token_reply_naming_another_host_gets_no_api_call_and_no_token()
         assert [m["message_id"] for m in page.messages] == ["m1"]
         assert foreign.seen == []  # never called, never sent the token
         assert zoom.seen[-1] == ("sync", "tok-spoofed-reply")
+
+
+@pytest.mark.parametrize(
+    ("token_api_url", "reason"),
+    [("https://api\uff0f.zoom.us", "not a URL"), ("https://\u0430pi.zoom.us", "not a plain host")],
+)
+def test_an_unparseable_api_url_is_a_refusal_not_an_exception(
+    token_api_url: str, reason: str
+) -> None:
+    assert regional_refusal(CONFIGURED, token_api_url) == reason
+
+
+async def test_a_token_reply_whose_api_url_urlsplit_rejects_changes_nothing() -> None:
+    # Fails on 2eba1d4: urlsplit's ValueError came out of the token request, every renewal.
+    async with scripted_zoom() as zoom, client_for(zoom) as client:
+        zoom.issued.append("tok-odd-reply")
+        zoom.then(
+            "token",
+            Reply.json(
+                200,
+                {
+                    "access_token": "tok-odd-reply",
+                    "token_type": "bearer",
+                    "expires_in": 3599,
+                    "api_url": "https://api\uff0f.zoom.us",
+                },
+            ),
+        )
+        page = await client.sync(SESSION, "FSync", 20)
+        assert [m["message_id"] for m in page.messages] == ["m1"]
+        assert zoom.seen[-1] == ("sync", "tok-odd-reply")
