@@ -418,9 +418,10 @@ class Supervisor:
         before = self._state.get_session(session_id)
         listed_at_start = before.last_message_time if before is not None else None
         began = self.zoom_now()
-        # A confirming ISync is an incremental step queued behind everything else.
+        # A confirming ISync is an incremental step queued behind everything else; it stays
+        # owed (a failed attempt is retried as one) until the session is marked synced.
         incremental = priority == INCREMENTAL or (
-            priority == CONFIRM and self._isync_due.pop(session_id, None) is not None
+            priority == CONFIRM and session_id in self._isync_due
         )
         try:
             if incremental:

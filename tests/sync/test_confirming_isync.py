@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from archiver.errors import SessionGoneError
+from archiver.errors import SessionGoneError, ZoomSessionError
 from archiver.zoom.models import SyncPage
 from tests.sync.conftest import SESSION, Bed
 from tests.sync.fakezoom import BASE, FakeZoom, make_message
@@ -143,3 +143,35 @@ def test_the_client_estimates_zooms_clock_from_date_headers() -> None:
         client.observe_date(header)
     client.observe_date("Mon, 10 Mar 2025 13:00:00 GMT")  # a gateway an hour off
     assert client.clock_offset == timedelta(seconds=-10.4)
+
+
+class FailsSecondIsync(FakeZoom):
+    isyncs: int = 0
+
+    async def sync(
+        self, session_id: str, sync_type: str, count: int, sync_token: str | None = None
+    ) -> SyncPage:
+        if sync_type == "ISync":
+            self.isyncs += 1
+            if self.isyncs == 2:
+                self.calls.append((sync_type, sync_token))
+                raise ZoomSessionError(
+                    "Zoom refused the request: an HTML page", status=403, session_id=session_id
+                )
+        return await super().sync(session_id, sync_type, count, sync_token)
+
+
+async def test_a_failed_confirming_isync_is_retried_as_one(bed: Bed) -> None:
+    """Found by the completeness bed: the confirming ISync met a 403, and its retry (at the
+    same CONFIRM priority) ran as a backfill turn: the session was never marked synced."""
+    zoom = FailsSecondIsync()
+    bed.zoom = zoom
+    bed.listing.zoom = zoom
+    zoom.add(3)
+    await bed.run_pass(fast=True)
+    zoom.add(1)  # one new message: a page that is not full, a confirming ISync due
+    supervisor = await bed.run_pass(fast=True)
+    assert supervisor.incomplete() == {}
+    assert zoom.isyncs == 3  # the news, the refused confirmation, the confirmation again
+    session = bed.state.get_session(SESSION)
+    assert session is not None and session.synced_message_time == session.last_message_time
