@@ -31,6 +31,7 @@ ALL_SWITCHES: Final[dict[str, Any]] = {
     "quirk_overlap": True,  # the known boundary takes a slot of every ISync page with news
     "short_page_probability": 0.05,
     "no_token_probability": 0.05,
+    "short_isync_probability": 0.05,  # an ISync page short while new messages remain
     "html_404_probability": 0.05,
     "forbidden_probability": 0.05,
     "fault_5xx": 0.05,  # 500/502/503, JSON or a gateway's HTML (the API and the file host)
