@@ -36,6 +36,12 @@ FIXED_NAMES: Final = (
     CHECKPOINTS_DIR,
     RECOVERED_DIR,
     STATE_FILE,
+    # The files SQLite opens beside the state by name (WAL mode, or a rollback journal): a
+    # link there is refused by SQLite's own O_NOFOLLOW, but as a bare "unable to open
+    # database file" with no path; refused here first, exit 2 naming it.
+    f"{STATE_FILE}-wal",
+    f"{STATE_FILE}-shm",
+    f"{STATE_FILE}-journal",
     LOCK_FILE,
 )
 

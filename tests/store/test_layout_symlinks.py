@@ -101,3 +101,20 @@ def test_a_lock_file_that_turns_into_a_link_is_not_followed(tmp_path: Path) -> N
     with pytest.raises(OSError, match="Too many levels of symbolic links"):
         lock._open()
     assert untouched(target)
+
+
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_a_linked_sqlite_sidecar_is_refused_before_the_state_opens(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Fails on 077c09d: the sidecars were not fixed names, and State.open died with a bare
+    sqlite3.OperationalError naming no path."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    target = victim(tmp_path)
+    (root / f"state.sqlite3{suffix}").symlink_to(target / "precious.txt")
+    with pytest.raises(ConfigError, match=f"state.sqlite3{suffix} is a symbolic link"):
+        ArchiveLock(root).acquire()
+    with pytest.raises(ConfigError, match=f"state.sqlite3{suffix} is a symbolic link"):
+        prepare_root(root)
+    assert untouched(target)
