@@ -87,3 +87,25 @@ def test_a_daily_429_is_logged_as_daily() -> None:
     assert (entry["label"], entry["kind"]) == ("heavy", "daily")
     assert entry["pause"] > 100  # to the reset after midnight
     assert "rate" not in entry
+
+
+def test_a_429_echoing_inside_the_window_extends_the_pause_as_retry_after() -> None:
+    fake = FakeTime()
+    budgets = make_budgets(fake)
+    budgets.on_response("light", 429, {"Retry-After": "5"})
+    rate = budgets.snapshot()["light"]["current_rate"]
+    fake.advance(0.5)  # inside ECHO_WINDOW (1 s): the same burst, no second cut of the rate
+    budgets.on_response("light", 429, {"Retry-After": "20"})
+    snap = budgets.snapshot()["light"]
+    assert snap["pause_reason"] == "retry_after"
+    assert snap["paused_until"] == pytest.approx(fake.wall + 20)
+    assert snap["current_rate"] == rate
+
+
+def test_the_same_daily_429_twice_is_logged_once() -> None:
+    budgets = make_budgets(FakeTime(wall=MIDNIGHT - 100))
+    with capture_logs() as logs:
+        budgets.on_response("heavy", 429, {}, DAILY_BODY)
+        budgets.on_response("heavy", 429, {}, DAILY_BODY)  # the same instant: no longer
+    assert len(named(logs, "zoom_rate_limited")) == 1
+    assert budgets.snapshot()["heavy"]["pause_reason"] == "daily_limit"
