@@ -45,6 +45,7 @@ from archiver.downloads.fetch import Fetcher, FetchError
 from archiver.downloads.urls import jwt_claims
 from archiver.errors import StorageError, ZoomError
 from archiver.ops.logs import get_logger
+from archiver.ops.serving import Sampler, is_resource_exhaustion
 from archiver.zoom.models import JsonObject, attachments_of
 from archiver.zoom.policy import Action, action_of
 from archiver.zoom.ratelimit import BudgetExhausted
@@ -156,6 +157,10 @@ class DownloadManager:
         self._reload_interval = reload_interval
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._rate = 0.0  # bytes per second, exponentially averaged
+        # Out of descriptors or memory, every queued job would log its own wait each try:
+        # one line per minute of an episode (with what it left out), one when it is over.
+        self._resource_log = Sampler(burst=1, window=60.0)
+        self._resource_episode = 0  # waits since the last fetch that got its resources
         self.stats = DownloadStats()
         self.fatal: BaseException | None = None
         self._log = get_logger(component="downloads")
@@ -389,6 +394,7 @@ class DownloadManager:
             job.attempts += 1
             await self._fetch_failed(job, exc)
             return
+        self._resources_back()
         elapsed = max(time.monotonic() - started, 1e-3)
         self._rate = (
             fetched.size / elapsed
@@ -447,19 +453,32 @@ class DownloadManager:
         self._push(job)
 
     def _wait_for_resources(self, job: Job, reason: str) -> None:
+        """Our descriptors or memory ran out (a fetch, or the blob commit after it): the job
+        waits and tries again, counting nothing against the attachment. Counted exactly
+        (`stats.resource_waits`, a metric), logged once per minute of the episode."""
         job.parkings += 1
         job.not_before = self._clock() + park_delay(job.parkings, self._rng)
         self.stats.resource_waits += 1
-        self._log.warning(
-            "download_waits_for_resources",
-            session_id=job.session_id,
-            message_id=job.message_id,
-            attachment_id=job.attachment_id,
-            reason=reason,
-            wait=round(job.not_before - self._clock(), 1),
-        )
+        self._resource_episode += 1
+        admit, suppressed = self._resource_log.admit()
+        if admit:
+            self._log.warning(
+                "download_waits_for_resources",
+                session_id=job.session_id,
+                message_id=job.message_id,
+                attachment_id=job.attachment_id,
+                reason=reason,
+                wait=round(job.not_before - self._clock(), 1),
+                waits_in_episode=self._resource_episode,
+                suppressed=suppressed,  # other jobs' waits not logged since the last line
+            )
         self._active.discard(job.key)
         self._push(job)
+
+    def _resources_back(self) -> None:
+        if self._resource_episode:
+            self._log.info("download_resources_back", waits=self._resource_episode)
+            self._resource_episode = 0
 
     def _park(self, job: Job, action: Action, exc: ZoomError) -> None:
         """No evidence against the job: wait and try again, however often (no failure)."""
@@ -517,7 +536,19 @@ class DownloadManager:
         try:
             blob = await commit_blob(self._root, tmp, sha256)
         except OSError as exc:
-            raise StorageError(f"cannot store blob: {exc.strerror or exc}") from exc
+            if is_resource_exhaustion(exc):
+                # Our descriptors or memory, not the disk: the fetched file goes (unlink needs
+                # no descriptor) and the job waits like a fetch that could not start. Had the
+                # rename happened, the next commit finds the blob and fsyncs its folder.
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(tmp.unlink, missing_ok=True)
+                self._wait_for_resources(
+                    job, f"cannot move a download into blobs/: {exc.strerror or exc}"
+                )
+                return
+            raise StorageError(
+                f"cannot move a download into blobs/: {exc.strerror or exc}"
+            ) from exc
         entries: list[dict[str, Any]] = [
             {
                 "kind": "attachment",

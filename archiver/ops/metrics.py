@@ -230,6 +230,12 @@ class ArchiverCollector(Collector):
         for reason, count in sorted(stats.parkings_by_reason.items()):
             parkings.add_metric([reason], count)
         yield parkings
+        yield CounterMetricFamily(
+            "zsa_download_resource_waits",
+            "Download tries put off because the process ran out of descriptors or memory "
+            "(the log has one line per minute of such an episode)",
+            value=stats.resource_waits,
+        )
         yield GaugeMetricFamily(
             "zsa_downloads_parked",
             "Attachments waiting after a try that brought no file",
