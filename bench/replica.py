@@ -510,6 +510,7 @@ def _chunk_last(key: str) -> int:
 def _lag_row(root: Path, seen: Mapping[str, float], total: int, sizes: Sizes) -> Row:
     chunks = sorted((_chunk_last(key), at) for key, at in seen.items())
     lags: list[float] = []
+    ends: list[float] = []  # each chunk's last line: the close and the PUT, little waiting
     first_message = last_message = 0.0
     index = 0
     for line in manifest_lines(root):
@@ -520,6 +521,8 @@ def _lag_row(root: Path, seen: Mapping[str, float], total: int, sizes: Sizes) ->
             break  # after the last message: stop events, not measured
         at = parse_at(line["at"])
         lags.append(chunks[index][1] - at)
+        if seq == chunks[index][0]:
+            ends.append(lags[-1])
         if line["kind"] == "message":
             first_message = first_message or at
             last_message = at
@@ -539,6 +542,7 @@ def _lag_row(root: Path, seen: Mapping[str, float], total: int, sizes: Sizes) ->
                 Goal("<=", sizes.max_lag + LAG_MARGIN),
             ),
             figure("max", [max(lags)], "s"),
+            figure("p50 a chunk's last line → in the bucket", [percentile(ends, 50)], "s"),
             figure("objects written per 1,000 messages", [1000 * objects / total]),
             figure("archiving rate, first to last message line", [rate], "msg/s"),
         ],

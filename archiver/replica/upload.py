@@ -2,12 +2,13 @@
 
 `upload_blob(s3, bucket, key, path, sha256_hex, mode=, until=)` never holds a blob, nor a part,
 in memory: each body is a `FileSlice` that aiohttp iterates (aiofiles reads `STREAM_BYTES` at
-a time, on the event loop), after a first streaming pass computed its Content-MD5 and SHA-256
-(both sent, as every PUT of ours). So peak memory is a few `STREAM_BYTES` per request in flight,
-whatever the blob's size. Above `MULTIPART_ABOVE`, `PART_CONCURRENCY` parts of `PART_BYTES`
-go up at once, each with its own checksums; the object carries its whole-file SHA-256 in
-`x-amz-meta-sha256`. A failed multipart upload is aborted; `abort_stale_uploads` aborts what a
-killed process left.
+a time), after a first streaming pass computed its Content-MD5 and SHA-256 (both sent, as
+every PUT of ours). That pass runs in a worker thread (hashlib releases the GIL), so the loop
+goes on sending the parts in flight meanwhile. So peak memory is a few `STREAM_BYTES` per
+request in flight, whatever the blob's size. Above `MULTIPART_ABOVE`, `PART_CONCURRENCY` parts
+of `PART_BYTES` go up at once, each with its own checksums; the object carries its whole-file
+SHA-256 in `x-amz-meta-sha256`. A failed multipart upload is aborted; `abort_stale_uploads`
+aborts what a killed process left.
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ if TYPE_CHECKING:
 
 MULTIPART_ABOVE: Final = 64 * 1024 * 1024
 PART_BYTES: Final = 8 * 1024 * 1024
-PART_CONCURRENCY: Final = 4  # parts in flight: loopback and WAN both need more than one
-STREAM_BYTES: Final = 256 * 1024  # one read while hashing or sending
+# Parts in flight. 4 left the loopback server idle between parts (bench/replica.py: 0.75-1.03x
+# rclone copy, which has 16 in flight); each costs only a few STREAM_BYTES of memory.
+PART_CONCURRENCY: Final = 8
+STREAM_BYTES: Final = 256 * 1024  # one read while sending
+# One read while hashing (in a worker thread). Not more: 1 MiB reads took tests/replica/
+# test_memory.py's peak growth from 5 to 11 MB (over its 10 MB bound) with 8 parts in flight.
+HASH_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,14 +61,19 @@ class Digests:
 
 async def digest_slice(path: Path, offset: int, length: int, whole: Any | None = None) -> Digests:
     """MD5 and SHA-256 of `length` bytes of `path` from `offset`, streamed (and fed to
-    `whole`, a running hashlib object, when given)."""
+    `whole`, a running hashlib object, when given), in a worker thread: on the event loop the
+    hashing (most of the CPU of an upload) stalled every part in flight."""
+    return await asyncio.to_thread(_digest, path, offset, length, whole)
+
+
+def _digest(path: Path, offset: int, length: int, whole: Any | None) -> Digests:
     md5 = hashlib.md5(usedforsecurity=False)
     sha = hashlib.sha256()
-    async with aiofiles.open(path, "rb") as fh:
-        await fh.seek(offset)
+    with path.open("rb", buffering=0) as fh:
+        fh.seek(offset)
         left = length
         while left > 0:
-            data = await fh.read(min(STREAM_BYTES, left))
+            data = fh.read(min(HASH_BYTES, left))
             if not data:
                 raise OSError(f"blob {path.name} is shorter than it was")
             md5.update(data)
