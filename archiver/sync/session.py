@@ -123,7 +123,11 @@ class SessionSync:
                 await self._first_contact(session_id, result)
             else:
                 recovered = await self._isync(session_id, current.newest_token, result)
-                if not recovered and _behind(self.synced_to(session_id), listed):
+                # Behind the list although the ISyncs ran out of news: the ISync window is not
+                # to be trusted, recover. A short page with news is not that: the confirming
+                # ISync goes on from its token.
+                behind = _behind(self.synced_to(session_id), listed)
+                if not recovered and result.caught_up and behind:
                     get_logger(session_id=session_id).info("sync_behind_list", listed=str(listed))
                     await self._recover(session_id, result)
         except SessionGoneError as exc:

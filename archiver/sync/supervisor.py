@@ -488,9 +488,10 @@ class Supervisor:
             return True
         listed_time = parse_time(listed)
         reached = result.synced_to
-        if listed_time is not None and (
+        behind = listed_time is not None and (
             reached is None or reached.replace(microsecond=0) < listed_time.replace(microsecond=0)
-        ):
+        )
+        if behind and result.caught_up:
             self._record_failure(
                 session_id,
                 INCREMENTAL,
@@ -501,6 +502,10 @@ class Supervisor:
                 ),
             )
             return False
+        if behind:
+            # A page that was not full, with news, and the list shows more: go on at once.
+            self.enqueue(session_id, INCREMENTAL)
+            return True
         if not result.caught_up or not _second_is_over(listed, began):
             # The last ISync page was not full but brought news (a short page proves nothing),
             # or another message of the listed second may still come: one confirming ISync,
