@@ -139,7 +139,24 @@ def _replica_parsers(sub: Any) -> None:
     restore.add_argument("--config", required=True, help="TOML configuration file")
     restore.add_argument("--to", required=True, metavar="DIR", help="an empty or absent folder")
     restore.add_argument(
-        "--upto", type=int, metavar="SEQ", help="restore lines 1..SEQ only (a prefix)"
+        "--upto",
+        type=int,
+        metavar="SEQ",
+        help="restore lines 1..SEQ only (a prefix); later checkpoints go to recovered/",
+    )
+    restore.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="PUB",
+        help="public key whose signed checkpoints must verify, in the bucket and in the "
+        "restored ROOT; repeatable",
+    )
+    restore.add_argument(
+        "--oldest-versions",
+        action="store_true",
+        help="a key with several versions or a delete marker: take its oldest version (the "
+        "WORM original) instead of refusing",
     )
 
 
@@ -342,28 +359,43 @@ def _restore(args: argparse.Namespace) -> int:
         print("zoom-sms-archiver: --upto must be a seq, 1 or more", file=sys.stderr)
         return EXIT_USAGE
     check_target(target)
+    try:
+        trust = [_public_key(path) for path in args.trust]
+    except ValueError as exc:
+        print(f"zoom-sms-archiver: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
     async def go() -> Restored:
         async with connect(config, locked=False) as s3:
-            return await restore(s3, config, target, upto=args.upto)
+            return await restore(
+                s3,
+                config,
+                target,
+                upto=args.upto,
+                trust=trust,
+                oldest_versions=args.oldest_versions,
+            )
 
-    done = _bucket_call("restore", lambda: asyncio.run(go()))
+    done = _bucket_call("restore", lambda: asyncio.run(go()), partial=target)
     if done is None:
         return EXIT_FAILED
     print(
         f"restored {done.lines} lines (seq 1..{done.last_seq}) in {done.segments} segments, "
         f"{done.blobs} blobs, {done.checkpoints} checkpoints into {target}"
     )
+    for note in done.notes:
+        print(f"zoom-sms-archiver: restore: {note}", file=sys.stderr)
     for problem in done.problems:
         print(f"zoom-sms-archiver: restore: {problem}", file=sys.stderr)
-    report = verify_archive(target)
+    report = verify_archive(target, trust=trust)
     print(render_report(report))
     return EXIT_OK if report.ok and not done.problems else EXIT_FAILED
 
 
-def _bucket_call(what: str, call: Callable[[], T]) -> T | None:
+def _bucket_call(what: str, call: Callable[[], T], partial: Path | None = None) -> T | None:
     """Run a replica command; a bucket that fails mid-way is one line (exit 1), never a
-    traceback. Refusals at the start are ReplicaBucketError (exit 2, by main)."""
+    traceback. Refusals at the start are ReplicaBucketError (exit 2, by main). `partial`:
+    the folder a failed restore leaves half-written (the message says to delete it)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from archiver.replica.bucket import describe
@@ -371,11 +403,21 @@ def _bucket_call(what: str, call: Callable[[], T]) -> T | None:
     try:
         return call()
     except (ClientError, BotoCoreError, OSError) as exc:
+        again = "run again"
+        if partial is not None and partial.exists():
+            again = f"delete {partial} (a partial restore, not an archive) and run again"
         if isinstance(exc, OSError) and not isinstance(exc, ConnectionError | TimeoutError):
             print(
                 f"zoom-sms-archiver: {what}: {exc.strerror or type(exc).__name__}"
                 f"{f' ({exc.filename})' if exc.filename else ''}: free space or fix the "
-                "permissions, then run again",
+                f"permissions, then {again}",
+                file=sys.stderr,
+            )
+            return None
+        if partial is not None:
+            print(
+                f"zoom-sms-archiver: {what}: the bucket failed mid-way ({describe(exc)}): "
+                f"check the bucket, then {again}",
                 file=sys.stderr,
             )
             return None

@@ -7,10 +7,16 @@
 - Every blob an attachment line names is there with the line's size (always) and hash (for
   `sample_pct` percent of them).
 - Every object carries the configured lock mode, retained at least `retention_days` after
-  its line's `at` (chunks) or its upload (blobs, checkpoints); no key has a delete marker or a
-  second version.
+  its last line's `at` (chunks), the latest `at` of the lines that name it (blobs: a blob
+  named again later is kept for the later line too), or its upload (checkpoints); no key has
+  a delete marker or a second version.
 - With `trust`, every checkpoint in the bucket verifies and its head is the chain's there.
-- The bucket's head is the local head or a prefix of it (the lag), when ROOT is here.
+- The bucket's head is the local head or a prefix of it (the lag), when ROOT is here (and
+  `local`: `restore` audits the bucket alone).
+
+With `oldest`, each key's oldest version is the one read (the WORM original, for `restore
+--oldest-versions`); by default its latest (what a plain GET returns). Either way a second
+version or a delete marker is a problem.
 
 Also the bucket plumbing the three commands share: `connect` (the start-up check, an
 unreachable endpoint turned into an exit-2 error naming the fix) and `Bar` (rich on a TTY,
@@ -206,10 +212,14 @@ async def audit_bucket(
     sample_pct: float = 100.0,
     trust: Sequence[Ed25519PublicKey] = (),
     rng_seed: int | None = None,
+    local: bool = True,
+    oldest: bool = False,
 ) -> AuditReport:
     if not 0.0 <= sample_pct <= 100.0:
         raise ValueError(f"sample_pct must be within 0..100, not {sample_pct}")
-    return await _Audit(s3, config, sample_pct, list(trust), rng_seed).run()
+    audit = _Audit(s3, config, sample_pct, list(trust), rng_seed)
+    audit.local, audit.oldest = local, oldest
+    return await audit.run()
 
 
 class _Audit:
@@ -224,6 +234,7 @@ class _Audit:
         self.s3, self.config, self.replica = s3, config, config.replica
         self.bucket, self.prefix = config.replica.bucket, config.replica.prefix
         self.trust = trust
+        self.local, self.oldest = True, False
         self.rng = random.Random(rng_seed)  # noqa: S311 - picks a sample, guards nothing
         self.report = AuditReport(
             self.bucket, self.prefix, self.replica.lock_mode, sample_pct=sample_pct
@@ -234,7 +245,8 @@ class _Audit:
             """
             CREATE TABLE objects (key TEXT PRIMARY KEY, version TEXT, size INTEGER,
                 modified TEXT, versions INTEGER, markers INTEGER) WITHOUT ROWID;
-            CREATE TABLE refs (sha256 TEXT PRIMARY KEY, size INTEGER, place TEXT) WITHOUT ROWID;
+            CREATE TABLE refs (sha256 TEXT PRIMARY KEY, size INTEGER, place TEXT,
+                at TEXT) WITHOUT ROWID;
             """
         )
         self.heads_wanted: dict[int, list[tuple[str, str]]] = {}
@@ -258,7 +270,8 @@ class _Audit:
             await self.chain()
             await self.blobs()
             self.heads_not_found()
-            self.local_head()
+            if self.local:
+                self.local_head()
         finally:
             self.db.close()
         self.report.ok = not self.report.problems and not self.report.problems_omitted
@@ -268,12 +281,14 @@ class _Audit:
 
     async def list_versions(self) -> None:
         """Every version and delete marker under the prefix: one of our keys has one version
-        and no marker; its latest version is what the rest of the audit reads."""
+        and no marker; its latest version (`oldest`: its oldest) is what the rest of the audit
+        reads. A listing gives a key's versions newest first, so the last one seen is the
+        oldest."""
         paginator = self.s3.get_paginator("list_object_versions")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for version in page.get("Versions", []):
                 key = version.get("Key", "")
-                latest = version.get("IsLatest", False)
+                latest = version.get("IsLatest", False) or self.oldest
                 modified = version.get("LastModified")
                 self.db.execute(
                     "INSERT INTO objects VALUES (?, ?, ?, ?, 1, 0) ON CONFLICT(key) DO UPDATE "
@@ -513,9 +528,12 @@ class _Audit:
             else:
                 self.report.checkpoints_checked += 1
         if obj.get("kind") == "attachment" and is_hex_digest(obj.get("sha256")):
+            at = obj.get("at") if isinstance(obj.get("at"), str) else None
+            # The first line names the place; the latest `at` sets the retention wanted.
             self.db.execute(
-                "INSERT OR IGNORE INTO refs VALUES (?, ?, ?)",
-                (obj["sha256"], obj.get("size"), where),
+                "INSERT INTO refs VALUES (?, ?, ?, ?) ON CONFLICT(sha256) DO UPDATE SET "
+                "at = max(coalesce(at, ''), coalesce(excluded.at, ''))",
+                (obj["sha256"], obj.get("size"), where, at),
             )
         return obj
 
@@ -523,9 +541,11 @@ class _Audit:
 
     async def blobs(self) -> None:
         referenced = set()
-        rows = self.db.execute("SELECT sha256, size, place FROM refs ORDER BY sha256").fetchall()
+        rows = self.db.execute(
+            "SELECT sha256, size, place, at FROM refs ORDER BY sha256"
+        ).fetchall()
         self.report.blobs_referenced = len(rows)
-        for sha, size, place in rows:
+        for sha, size, place, at in rows:
             key = blob_key(self.prefix, sha)
             referenced.add(key)
             latest = self.latest(key)
@@ -535,11 +555,14 @@ class _Audit:
             version, found_size, modified = latest
             if found_size != size:
                 self.problem("blob_size", key, f"{found_size} bytes, {place} says {size}")
+            # Kept retention_days after the latest line that names it (a blob named again
+            # later must outlive the later message too).
+            since = (_parse_at(at) if at else None) or modified
             if self.rng.random() * 100.0 < self.report.sample_pct:
                 self.report.blobs_checked += 1
-                await self.blob_hash(key, version, sha, modified, place)
+                await self.blob_hash(key, version, sha, since, place)
             else:
-                await self.head_lock(key, version, modified)
+                await self.head_lock(key, version, since)
         for key, version, modified in self.db.execute(
             "SELECT key, version, modified FROM objects WHERE key LIKE ? AND version IS NOT NULL",
             (f"{_like(self.prefix)}blobs/%",),

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from archiver.replica.bucket import ChunkKey, parse_key
 from archiver.store.layout import list_segments, manifest_dir
+from tests.helpers import write_config
 from tests.replica.seaweed import SeaweedS3
 
 
@@ -101,3 +103,79 @@ def deny_deletes_policy(bucket: str) -> dict[str, Any]:
 async def deny_deletes(s3: SeaweedS3, bucket: str) -> None:
     async with s3.admin_client() as admin:
         await admin.put_bucket_policy(Bucket=bucket, Policy=json.dumps(deny_deletes_policy(bucket)))
+
+
+# --- one replicated GOVERNANCE bucket, damaged in copies (test_audit, test_restore_versions) --
+
+PREFIX = "acme/"
+NO_SIM = {
+    "api_url": "http://127.0.0.1:9/v2",
+    "oauth_url": "http://127.0.0.1:9/oauth/token",
+    "account_id": "acc",
+    "client_id": "cid",
+    "client_secret": "zoom-secret",
+}
+
+
+@dataclass(frozen=True)
+class Replicated:
+    root: Path
+    bucket: str
+    pub: Path
+    base: Path
+
+
+async def clone(s3: SeaweedS3, source: str, name: str) -> str:
+    """A copy of `source`'s objects (bytes, metadata, lock and retain-until) in a new bucket."""
+    await s3.acreate_bucket(name, lock=True)
+    async with s3.admin_client() as admin:
+        for key in await list_keys(admin, source):
+            answer = await admin.get_object(Bucket=source, Key=key)
+            async with answer["Body"] as body:
+                data = await body.read()
+            await admin.put_object(
+                Bucket=name,
+                Key=key,
+                Body=data,
+                Metadata=answer.get("Metadata", {}),
+                ObjectLockMode=answer["ObjectLockMode"],
+                ObjectLockRetainUntilDate=answer["ObjectLockRetainUntilDate"],
+            )
+    return name
+
+
+def config_for(s3: SeaweedS3, bucket: str, directory: Path, root: Path, **kw: Any) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    extra = replica_section(s3, bucket, directory, lock_mode="GOVERNANCE", **kw)
+    return write_config(directory, NO_SIM, root=root, extra=extra)
+
+
+async def chunk_keys(client: Any, bucket: str) -> list[str]:
+    """The chunk keys in (segment, first seq) order."""
+    parsed = [(parse_key(PREFIX, k), k) for k in await list_keys(client, bucket)]
+    chunks = [(p, k) for p, k in parsed if isinstance(p, ChunkKey)]
+    return [k for p, k in sorted(chunks, key=lambda c: (c[0].segment, c[0].first))]
+
+
+async def version_of(admin: Any, bucket: str, key: str) -> str:
+    versions = await admin.list_object_versions(Bucket=bucket, Prefix=key)
+    return str(versions["Versions"][0]["VersionId"])
+
+
+async def replace(admin: Any, bucket: str, key: str, data: bytes) -> None:
+    """The admin's rewrite with bypass: the old version gone, a new one locked as ours were."""
+    old = await admin.get_object(Bucket=bucket, Key=key)
+    until = old["ObjectLockRetainUntilDate"]
+    await admin.delete_object(
+        Bucket=bucket,
+        Key=key,
+        VersionId=await version_of(admin, bucket, key),
+        BypassGovernanceRetention=True,
+    )
+    await admin.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=data,
+        ObjectLockMode="GOVERNANCE",
+        ObjectLockRetainUntilDate=until,
+    )

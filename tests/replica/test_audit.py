@@ -3,126 +3,32 @@ tamper with bypass), then each kind of damage done to a copy of that bucket, and
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from archiver import daemon
 from archiver.replica.audit import AuditReport, audit_bucket
-from archiver.replica.bucket import BlobKey, ChunkKey, parse_key
-from archiver.simulator import Simulator, SimulatorConfig
-from archiver.store import checkpoint
-from tests.helpers import load, write_config
-from tests.replica.rig import list_keys, read_object, replica_section
+from archiver.replica.bucket import BlobKey, parse_key
+from tests.helpers import load
+from tests.replica.rig import (
+    Replicated,
+    chunk_keys,
+    clone,
+    config_for,
+    list_keys,
+    read_object,
+    replace,
+    version_of,
+)
 from tests.replica.seaweed import SeaweedS3
 
 PREFIX = "acme/"
-NO_SIM = {
-    "api_url": "http://127.0.0.1:9/v2",
-    "oauth_url": "http://127.0.0.1:9/oauth/token",
-    "account_id": "acc",
-    "client_id": "cid",
-    "client_secret": "zoom-secret",
-}
-
-
-@dataclass(frozen=True)
-class Replicated:
-    root: Path
-    bucket: str
-    pub: Path
-    base: Path
-
-
-@pytest.fixture(scope="module")
-def replicated(s3: SeaweedS3, tmp_path_factory: pytest.TempPathFactory) -> Replicated:
-    """One `run --once` (signed checkpoints, attachments, several chunks) into a GOVERNANCE
-    bucket; the tests damage copies of it, never this one."""
-    base = tmp_path_factory.mktemp("audit")
-    bucket = s3.create_bucket("audit-source", lock=True)
-    key, pub = checkpoint.generate_keypair(base / "keys")
-    sim_config = SimulatorConfig(
-        seed=5, sessions=12, history_days=60, attachment_probability=0.3,
-        max_attachment_bytes=4096,
-    )  # fmt: skip
-
-    async def build() -> None:
-        async with Simulator(sim_config) as sim:
-            extra = replica_section(s3, bucket, base, lock_mode="GOVERNANCE", chunk_max_bytes=65536)
-            path = write_config(base, sim, extra=extra)
-            root = base / "archive"
-            path.write_text(
-                path.read_text().replace(
-                    f'root = "{root}"\n', f'root = "{root}"\nsigning_key_file = "{key}"\n'
-                )
-            )
-            outcome = await daemon.run(load(path), once=True)
-            assert outcome.ok, outcome.summary()
-
-    asyncio.run(build())
-    return Replicated(base / "archive", bucket, pub, base)
-
-
-async def clone(s3: SeaweedS3, source: str, name: str) -> str:
-    """A copy of `source`'s objects (bytes, metadata, lock and retain-until) in a new bucket."""
-    await s3.acreate_bucket(name, lock=True)
-    async with s3.admin_client() as admin:
-        for key in await list_keys(admin, source):
-            answer = await admin.get_object(Bucket=source, Key=key)
-            async with answer["Body"] as body:
-                data = await body.read()
-            await admin.put_object(
-                Bucket=name,
-                Key=key,
-                Body=data,
-                Metadata=answer.get("Metadata", {}),
-                ObjectLockMode=answer["ObjectLockMode"],
-                ObjectLockRetainUntilDate=answer["ObjectLockRetainUntilDate"],
-            )
-    return name
-
-
-def config_for(s3: SeaweedS3, bucket: str, directory: Path, root: Path, **kw: Any) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    extra = replica_section(s3, bucket, directory, lock_mode="GOVERNANCE", **kw)
-    return write_config(directory, NO_SIM, root=root, extra=extra)
-
-
-async def chunk_keys(admin: Any, bucket: str) -> list[str]:
-    keys = [k for k in await list_keys(admin, bucket) if isinstance(parse_key(PREFIX, k), ChunkKey)]
-    return sorted(keys, key=lambda k: (parse_key(PREFIX, k).segment, parse_key(PREFIX, k).first))  # type: ignore[union-attr]
-
-
-async def version_of(admin: Any, bucket: str, key: str) -> str:
-    versions = await admin.list_object_versions(Bucket=bucket, Prefix=key)
-    return str(versions["Versions"][0]["VersionId"])
-
-
-async def replace(admin: Any, bucket: str, key: str, data: bytes) -> None:
-    """The admin's rewrite with bypass: the old version gone, a new one locked as ours were."""
-    old = await admin.get_object(Bucket=bucket, Key=key)
-    until = old["ObjectLockRetainUntilDate"]
-    await admin.delete_object(
-        Bucket=bucket,
-        Key=key,
-        VersionId=await version_of(admin, bucket, key),
-        BypassGovernanceRetention=True,
-    )
-    await admin.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=data,
-        ObjectLockMode="GOVERNANCE",
-        ObjectLockRetainUntilDate=until,
-    )
 
 
 # Each damage: what it does to the copy; returns the (kind, key) the audit must name.

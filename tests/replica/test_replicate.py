@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 
 from archiver import daemon
 from archiver.ops.status import read_status, render
+from archiver.replica.audit import audit_bucket
 from archiver.replica.bucket import BlobKey, ChunkKey, parse_key
 from archiver.simulator import Simulator, SimulatorConfig
 from tests.helpers import load, manifest_lines, write_config
@@ -18,6 +19,7 @@ from tests.replica.rig import (
     deny_deletes,
     list_keys,
     local_segments,
+    read_object,
     replica_section,
     segments_from_bucket,
 )
@@ -74,7 +76,7 @@ async def test_a_full_run_replicates_byte_for_byte_and_locked(
         assert plain.value.response["Error"]["Code"] == "AccessDenied"
         after = await c.list_object_versions(Bucket=locked_bucket, Prefix=victim)
         assert not after.get("DeleteMarkers") and len(after["Versions"]) == 1
-        with pytest.raises(ClientError) as overwrite:
+        with pytest.raises(ClientError) as overwrite:  # how the archiver writes: never over
             await c.put_object(Bucket=locked_bucket, Key=victim, Body=b"x", IfNoneMatch="*")
         assert overwrite.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
         with pytest.raises(ClientError):
@@ -83,6 +85,20 @@ async def test_a_full_run_replicates_byte_for_byte_and_locked(
                 Key=victim,
                 Retention={"Mode": "COMPLIANCE", "RetainUntilDate": datetime.now(UTC)},
             )
+        # A plain PUT (no If-None-Match) with the same credentials: Object Lock does not
+        # refuse it (only a bucket policy on s3:if-none-match could, deploy/README.md); it
+        # adds a version. The original stays, locked, and `replica verify` names the rewrite.
+        original = await read_object(c, locked_bucket, victim)
+        await c.put_object(Bucket=locked_bucket, Key=victim, Body=b"x")
+        after = await c.list_object_versions(Bucket=locked_bucket, Prefix=victim)
+        assert len(after["Versions"]) == 2
+        oldest = after["Versions"][-1]
+        kept = await c.get_object(Bucket=locked_bucket, Key=victim, VersionId=oldest["VersionId"])
+        async with kept["Body"] as body:
+            assert await body.read() == original
+        assert kept["ObjectLockMode"] == "COMPLIANCE"
+        report = await audit_bucket(c, load(path))
+        assert ("second_version", victim) in {(p.kind, p.key) for p in report.problems}
 
 
 @pytest.mark.parametrize("case", ["no_lock", "wrong_secret"])
