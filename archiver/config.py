@@ -196,7 +196,9 @@ class WebhookConfig:
     path: str = "/zoom/webhook"
     secret_token_file: str | None = None
     timestamp_tolerance: float = 300.0
-    max_body_bytes: int = 1024 * 1024
+    # An SMS event is a few KB (Zoom's largest example: 2 KB); a body is held in memory
+    # while it arrives, so the default leaves headroom without letting a flood buffer much.
+    max_body_bytes: int = 256 * 1024
 
     def __post_init__(self) -> None:
         parse_listen(self.listen, "webhook.listen")
