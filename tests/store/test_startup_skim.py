@@ -221,11 +221,11 @@ def rechain(lines: list[bytes], start: int) -> None:
 
 
 def damage(root: Path, rng: random.Random) -> str:
-    """One random damage of the kinds someone with write access (or a bad disk) does."""
+    """One random damage of the kinds someone with write access (or a bad disk, or a crash)
+    does."""
     paths = sorted((root / "manifest").glob("*.jsonl"))
-    kind = rng.choice(
-        ["none", "flip", "flip", "cut", "insert", "swap", "delete", "edit", "append", "segment"]
-    )
+    kinds = ["none", "flip", "flip", "cut", "insert", "swap", "delete", "edit", "append"]
+    kind = rng.choice([*kinds, "segment", "torn"])
     path = rng.choice(paths)
     data = bytearray(path.read_bytes())
     if kind == "flip":
@@ -241,6 +241,19 @@ def damage(root: Path, rng: random.Random) -> str:
     if kind == "segment":
         path.unlink()
         return f"remove {path.name}"
+    if kind == "torn":  # a crash mid-write after the last line: cut at the next start
+        last = paths[-1]
+        tail = last.read_bytes().splitlines()[-1]
+        line = encode_line(
+            {"kind": "event", "event": "start"},
+            json.loads(tail)["seq"] + 1,
+            line_hash(tail),
+            "2026-12-03T07:00:00.000000Z",
+        )
+        torn = rng.choice([line[: rng.randrange(1, len(line))], b"\0" * 40, b"\0" * 40 + b"\n"])
+        with last.open("ab") as stream:
+            stream.write(torn)
+        return f"torn {len(torn)} bytes"
     # Line-wise, across the segments: (segment, bytes) pairs.
     lines = [(p, raw) for p in paths for raw in p.read_bytes().splitlines()]
     texts = [raw for _p, raw in lines]
@@ -328,7 +341,10 @@ def test_random_damage_skim_and_parse_agree_and_verify_agrees(
             assert damaged == (not report.ok), (case, what, fast, report.problems)
         seen[fast[0]] = seen.get(fast[0], 0) + 1
         shutil.rmtree(root)
+        if fast[0] == "ok" and isinstance(fast[1], Tail) and fast[1].bytes_removed:
+            seen["torn tail cut"] = seen.get("torn tail cut", 0) + 1
     assert seen["refused"] > cases // 2 and seen["ok"] > cases // 20, seen
+    assert seen["torn tail cut"] > cases // 40, seen
 
 
 # --- one read per start: the writer goes on from where the check found the state -------------
