@@ -109,3 +109,13 @@ def test_the_same_daily_429_twice_is_logged_once() -> None:
         budgets.on_response("heavy", 429, {}, DAILY_BODY)  # the same instant: no longer
     assert len(named(logs, "zoom_rate_limited")) == 1
     assert budgets.snapshot()["heavy"]["pause_reason"] == "daily_limit"
+
+
+def test_the_pause_reason_is_shown_only_while_paused() -> None:
+    fake = FakeTime()
+    budgets = make_budgets(fake)
+    budgets.on_response("light", 429, {"Retry-After": "5"})
+    assert budgets.snapshot()["light"]["pause_reason"] == "retry_after"
+    fake.advance(6)
+    snap = budgets.snapshot()["light"]
+    assert (snap["pause_reason"], snap["paused_until"]) == (None, None)
