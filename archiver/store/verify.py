@@ -354,6 +354,16 @@ class _Verifier:
         checkpointed `start`, is not the daemon's."""
         event = obj.get("event") if obj.get("kind") == "event" else None
         if event == "stop":
+            if self.after_stop is not None:
+                # A second stop with no start between: the daemon writes one stop per run.
+                self.problem(
+                    "after_stop",
+                    place.where,
+                    f"a stop line after the stop at seq {self.after_stop.seq} "
+                    f"({self.after_stop.where}) and no `start` line between: not written by "
+                    "the daemon",
+                    place,
+                )
             self.after_stop = place
             self.signed_stop = place if vouched else None
             return

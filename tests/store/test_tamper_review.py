@@ -419,3 +419,14 @@ def test_verify_checks_notes_kept_elsewhere(
     assert [p["kind"] for p in report["problems"]] == ["head_missing"]
     assert report["problems"][0]["where"].startswith(str(elsewhere))
     assert main(["verify", str(archive), "--checkpoints", str(elsewhere)]) == 2
+
+
+def test_a_stop_after_a_stop_is_not_the_daemons(archive: Path, keys: tuple[Path, Path]) -> None:
+    """The daemon writes one `stop` per run, after its `start`: a second `stop` with no
+    `start` between (a forged append, which the start-up check refuses) fails verify too,
+    with and without --trust."""
+    assert json.loads(lines(archive)[-1])["event"] == "stop"
+    forged = append_chained(archive, {"kind": "event", "event": "stop"})
+    for trust in ([], [pub(keys)]):
+        report = verify_archive(archive, trust=trust)
+        assert [(p.kind, p.seq) for p in report.problems] == [("after_stop", forged["seq"])]
