@@ -95,13 +95,27 @@ class ArchiverCollector(Collector):
     def _server_metrics(guards: list[serving.ConnectionGuard]) -> Iterator[Metric]:
         shed = CounterMetricFamily(
             "zsa_http_connections_shed",
-            "Connections closed at the cap: evicted (idle or half-sent) or refused (all busy)",
+            "Connections closed by the guard: evicted at the cap (closing, idle, half-sent or "
+            "the slowest body), refused (all at work), stalled (an answer unsent for "
+            "write_timeout), body_shed (the slowest body, for room in the body budget)",
             labels=["server", "how"],
         )
         for guard in guards:
             shed.add_metric([guard.name, "evicted"], guard.stats.evicted)
             shed.add_metric([guard.name, "refused"], guard.stats.refused)
+            shed.add_metric([guard.name, "stalled"], guard.stats.stalled)
+            shed.add_metric([guard.name, "body_shed"], guard.stats.bodies_shed)
         yield shed
+        bad = CounterMetricFamily(
+            "zsa_http_bad_requests",
+            "Requests aiohttp's server logged an error for: malformed (answered 400 by aiohttp) "
+            "or error (a handler's exception); the log samples them",
+            labels=["server", "kind"],
+        )
+        for guard in guards:
+            bad.add_metric([guard.name, "malformed"], guard.stats.malformed)
+            bad.add_metric([guard.name, "error"], guard.stats.errors)
+        yield bad
 
     @staticmethod
     def _replica_metrics(stats: Any) -> Iterator[Metric]:

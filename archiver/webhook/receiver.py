@@ -15,13 +15,17 @@ because nothing is acknowledged before the manifest has it.
 What the handler does, in order (each step may answer and stop):
 1. `Content-Length` above `max_body_bytes`: 413 before reading; a chunked body is cut off at
    the same size by aiohttp's `client_max_size` (413 too).
-2. Signature headers missing or malformed (`header_refusal`): 401 before a byte of the body
-   is read, so no one without the secret can make the daemon buffer bodies. The body then
-   has `WEBHOOK_LIMITS.body_timeout` to arrive (else 408), and the signature and timestamp
-   are checked over it (`verify.check_request`): 401. Refusals are counted exactly (metrics:
-   `zsa_webhook_refused`) but logged only a few per minute (`serving.Sampler`), with the
-   reason, the peer and the length, never the body or the headers: a flood of unsigned
-   requests must not drown the daemon's real errors in journald's rate limit.
+2. Signature headers missing or malformed (`header_refusal`), or a timestamp outside the
+   tolerance (`clock_refusal`): 401 before a byte of the body is read. Headers of the right
+   shape can be forged without the secret, so the body is read under the guard's rules
+   (`serving.read_body`): `WEBHOOK_LIMITS.body_timeout` to arrive (else 408), a share of the
+   body budget for all requests together (the slowest body is pushed out to make room, else
+   503 `no_room`: Zoom retries), and the connection evictable while it arrives. Then the
+   signature and timestamp are checked over the body (`verify.check_request`): 401.
+   Refusals are counted exactly (metrics: `zsa_webhook_refused`) but logged only a few per
+   minute (`serving.Sampler`), with the reason, the peer and the length, never the body or
+   the headers: a flood of unsigned requests must not drown the daemon's real errors in
+   journald's rate limit.
 3. The exact request answered before (same signature): 200, nothing done.
 4. `endpoint.url_validation`: the plainToken / encryptedToken answer. Only once signed, as
    Zoom signs it: answering an unsigned challenge would be an HMAC oracle (send
@@ -65,6 +69,7 @@ from archiver.webhook.verify import (
     TIMESTAMP_HEADER,
     ReplayMemory,
     check_request,
+    clock_refusal,
     header_refusal,
     url_validation_answer,
 )
@@ -166,14 +171,21 @@ class WebhookReceiver:
         timestamp = request.headers.get(TIMESTAMP_HEADER)
         provided = request.headers.get(SIGNATURE_HEADER)
         refusal = header_refusal(timestamp, provided)
+        if refusal is None:
+            assert timestamp is not None
+            refusal = clock_refusal(
+                timestamp, now=self._clock(), tolerance=self._config.timestamp_tolerance
+            )
         if refusal is not None:
             return self._refuse(request, 401, refusal.value)
         try:
-            body = await serving.read_body(request, serving.WEBHOOK_LIMITS)
+            body = await serving.read_body(
+                request, serving.WEBHOOK_LIMITS, self._config.max_body_bytes
+            )
         except web.HTTPRequestEntityTooLarge:
             return self._refuse(request, 413, "too_large")
-        if body is None:
-            return self._refuse(request, 408, "body_timeout")
+        if isinstance(body, serving.NoBody):
+            return self._refuse(request, body.status, body.reason)
         now = self._clock()
         refusal = check_request(
             self._key,

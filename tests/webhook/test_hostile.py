@@ -9,15 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
+import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from archiver.ops.serving import METRICS_LIMITS, WEBHOOK_LIMITS, connection_cap
 from archiver.simulator import Simulator
 from tests.helpers import archived_messages, manifest_lines, truth_messages
 from tests.webhook.conftest import accepts, free_port, sign, sim_config, wait_for, webhook_config
@@ -140,7 +145,11 @@ async def test_half_open_connections_do_not_stop_events_scrapes_or_downloads(
                 async with http.get(d.metrics_url) as response:
                     assert response.status == 200
                     scrape = await response.text()
-            assert 'zsa_http_connections_shed_total{how="evicted",server="webhook"}' in scrape
+            # The sample is there for every live guard (0.0 with nothing shed): its value
+            # says the half-open connections were pushed out.
+            evicted = 'zsa_http_connections_shed_total{how="evicted",server="webhook"} '
+            (value,) = [x[len(evicted) :] for x in scrape.splitlines() if x.startswith(evicted)]
+            assert float(value) > 0, scrape
 
             def attachment_archived() -> bool:
                 return any(
@@ -205,3 +214,133 @@ async def test_unsigned_bodies_are_refused_unread_and_their_logs_bounded(tmp_pat
         logged = d.log_events("webhook_refused")
         assert 1 <= len(logged) <= 20, len(logged)
         assert 'zsa_webhook_refused_total{reason="missing_timestamp"} 400.0' in scrape, scrape
+
+
+def _stalled_reader(port: int, scrapes: int = 400) -> socket.socket | None:
+    """Pipelines scrapes with a 1 KiB receive buffer and never reads the answers."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    try:
+        s.connect(("127.0.0.1", port))
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * scrapes)
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def test_readers_that_never_read_and_malformed_requests_cost_no_descriptors_or_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On 077c09d the evicted slow readers kept their sockets (transport.close() waits for
+    answers that never drain) and the daemon ran out of descriptors; each malformed request
+    wrote a traceback. RLIMIT_NOFILE 64: caps of 1 (metrics) and 4 (webhook)."""
+    nofile = 64
+    monkeypatch.setattr(sys.modules[__name__], "NOFILE", nofile)
+    caps = connection_cap(METRICS_LIMITS, nofile) + connection_cap(WEBHOOK_LIMITS, nofile)
+    async with daemon_under_attack(tmp_path) as d:
+        port = _port(d.metrics_url)
+        base = _fds(d.proc.pid)
+        held = []
+        try:
+            for _ in range(3 * caps):
+                s = _stalled_reader(port)
+                if s is not None:
+                    held.append(s)
+                await asyncio.sleep(0.3)  # the answers back up behind each
+            daemon_fds = _fds(d.proc.pid)
+            assert daemon_fds <= base + caps, (base, daemon_fds, caps)
+
+            async def malformed() -> None:
+                with contextlib.suppress(OSError, TimeoutError):
+                    r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+                    w.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+                    await asyncio.wait_for(r.read(), 5)
+                    w.close()
+
+            for _ in range(100):  # one at a time: the metrics cap is 1 here
+                await malformed()
+
+            (line,) = d.sim.add_messages(1, attachments=1)
+            key = (line["session_id"], line["message_id"])
+            body = d.sim.webhook_event(*key)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+                async with http.post(d.webhook_url, data=body, headers=sign(body)) as response:
+                    assert response.status == 200, await response.text()
+                async with http.get(d.metrics_url) as response:
+                    assert response.status == 200
+                    scrape = await response.text()
+
+            def attachment_archived() -> bool:
+                return any(
+                    e["kind"] == "attachment" and e["message_id"] == key[1]
+                    for e in manifest_lines(d.root)
+                )
+
+            await wait_for(attachment_archived, 30, "the event's attachment downloaded")
+        finally:
+            for s in held:
+                s.close()
+        malformed_line = 'zsa_http_bad_requests_total{kind="malformed",server="metrics"} '
+        (value,) = [x.split()[-1] for x in scrape.splitlines() if x.startswith(malformed_line)]
+        assert float(value) >= 90, scrape  # a few may meet the full cap, refused unread
+        text = d.stderr.read_text(errors="replace")
+        assert "Traceback" not in text and "Error handling request" not in text.replace(
+            '"detail": "Error handling request', ""
+        ), text[-3000:]
+        assert len(d.log_events("http_malformed_request")) <= 5
+
+
+async def test_forged_shape_headers_neither_buffer_bodies_nor_lock_zoom_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Headers of Zoom's shape need no secret (a fresh time, 64 hex digits): on 077c09d a cap
+    of such requests, each sending all but the last byte of 1 MiB, raised RSS by ~320 MiB
+    and every slot was "busy", so Zoom's real event was refused. The unit's LimitNOFILE."""
+    mib = 1 << 20
+    monkeypatch.setattr(sys.modules[__name__], "NOFILE", 4096)
+    cap = connection_cap(WEBHOOK_LIMITS, 4096)
+    async with daemon_under_attack(tmp_path, max_body=mib) as d:
+        port = _port(d.webhook_url)
+        before = d.rss_kib()
+        head = (
+            b"POST /zoom/webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"x-zm-request-timestamp: %d\r\nx-zm-signature: v0=%s\r\n"
+            b"Content-Length: %d\r\n\r\n" % (int(time.time()), b"0" * 64, mib)
+        )
+        body = b"x" * (mib - 1)  # all but the last byte: the reader waits for it
+
+        async def hold() -> asyncio.StreamWriter | None:
+            try:
+                _r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+                w.write(head + body)
+                await asyncio.wait_for(w.drain(), 5)
+                return w
+            except (OSError, TimeoutError):
+                return None
+
+        held = [w for w in await asyncio.gather(*(hold() for _ in range(cap))) if w]
+        try:
+            await asyncio.sleep(1.0)
+            during = d.rss_kib()
+            (line,) = d.sim.add_messages(1)
+            event = d.sim.webhook_event(line["session_id"], line["message_id"])
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                async with http.post(d.webhook_url, data=event, headers=sign(event)) as r:
+                    assert r.status == 200, await r.text()
+                # A stale time of the right shape is refused before its body is read.
+                stale = {**sign(b"{}"), "x-zm-request-timestamp": str(int(time.time()) - 3600)}
+                async with http.post(d.webhook_url, data=b"{}", headers=stale) as r:
+                    assert r.status == 401
+                    assert (await r.json())["status"] == "stale_timestamp"
+        finally:
+            for w in held:
+                w.close()
+        assert len(held) >= cap // 2, len(held)
+        assert during - before < 30 * 1024, (before, during)
