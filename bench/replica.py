@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from archiver.replica.upload import MULTIPART_ABOVE, PART_BYTES, PART_CONCURRENCY
 from bench.harness import (
     TOML_VALUE,
     Archiver,
@@ -386,7 +387,8 @@ def throughput(server: SeaweedS3, work: Path, sizes: Sizes) -> Row:
             f"{sizes.blobs} blobs of {sizes.blob_bytes / MIB:g} MiB "
             f"({total / (1 << 30):.2f} GiB), one attachment line each, written in {built:.0f} s",
             "replicator: Replicator.catch_up in a child process (check_bucket first, not timed); "
-            "blobs one after another, each above 64 MiB in 8 MiB parts, 4 in flight; "
+            f"blobs one after another, each above {MULTIPART_ABOVE / MIB:g} MiB in "
+            f"{PART_BYTES / MIB:g} MiB parts, {PART_CONCURRENCY} in flight; "
             "COMPLIANCE, 1 day",
             "rclone copy of blobs/ with its defaults (--transfers 4, 5 MiB parts, 4 in flight "
             "per file), --s3-no-check-bucket; same credentials, same server",

@@ -95,3 +95,28 @@ def test_ab_smoke() -> None:
     ratio = next(line for line in lines if "working tree ÷ baseline" in line)
     median = float(ratio.split(": ")[1].split()[0])
     assert 0.3 < median < 3.0, ratio
+
+
+def test_replica_bench_smoke(tmp_path: Path) -> None:
+    """`python -m bench.replica --smoke`: both parts run (SeaweedFS, the replicator, rclone,
+    the daemon with a replica) and report sane figures. rclone comes from scripts/system-deps."""
+    out = tmp_path / "replica.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.replica", "--smoke", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [row["number"] for row in report["rows"]] == ["16a", "16b"], report["rows"]
+    assert all(row["error"] is None for row in report["rows"]), report["rows"]
+    for number in ("16a", "16b"):
+        assert f"| {number} |" in result.stdout, f"row {number} missing from the table"
+    figures = _figures(report)
+    assert 0 < _median(figures, "16a", "replicator ÷ rclone copy") < 100
+    assert _median(figures, "16a", "rclone copy") > 0
+    p99 = _median(figures, "16b", "p99 line durable")
+    assert 0 <= p99 < 60 and math.isfinite(p99)
+    assert 0 < _median(figures, "16b", "objects written per 1,000 messages") <= 1000
