@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from archiver.store.layout import CHECKPOINTS_DIR, TMP_DIR, fsync_dir
+from archiver.store.layout import CHECKPOINTS_DIR, TMP_DIR, fsync_dir, open_waiting
 from archiver.store.manifest import is_hex_digest
 
 ORIGIN_PREFIX: Final = "zoom-sms-archiver/"
@@ -209,10 +209,10 @@ def write_note(root: Path, seq: int, note: bytes) -> Path:
     tmp = root / TMP_DIR / f"{note_name(seq)}.{os.getpid()}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     try:
-        fd = os.open(tmp, flags, 0o644)
+        fd = open_waiting(tmp, flags, 0o644)  # out of descriptors: waits (layout.OPEN_WAITS)
     except FileExistsError:
         tmp.unlink()  # ours from a crash, or planted: removes the name, never its target
-        fd = os.open(tmp, flags, 0o644)
+        fd = open_waiting(tmp, flags, 0o644)
     try:
         try:
             view = memoryview(note)

@@ -7,8 +7,10 @@ a name or id that came from Zoom, so nothing upstream can steer a write outside 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import time
 from contextlib import suppress
 from pathlib import Path
 from typing import Final
@@ -95,9 +97,30 @@ def _empty_dir(path: Path) -> None:
         os.close(fd)
 
 
+# The OS is out of something for now (descriptors, memory): the same rule as
+# archiver.ops.serving.is_resource_exhaustion, which the network side uses.
+_RESOURCE_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+# Seconds between tries of an open the OS refused for want of resources: ~16 s in all.
+OPEN_WAITS: Final = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def open_waiting(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open, tried again (blocking: call it from a thread) while the process is out of
+    descriptors or memory, as a hostile client can make it; any other error, or the last
+    one, is raised. A refused open created nothing, so O_EXCL is safe to try again."""
+    for delay in (*OPEN_WAITS, None):
+        try:
+            return os.open(path, flags, mode)
+        except OSError as exc:
+            if delay is None or exc.errno not in _RESOURCE_ERRNOS:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def fsync_dir(path: Path) -> None:
     """Make the entries of directory `path` (names created, renamed in) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    fd = open_waiting(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

@@ -14,6 +14,7 @@ from typing import Final
 
 from archiver.errors import StorageError
 from archiver.store.crash import crash_point, die, reached
+from archiver.store.layout import open_waiting
 from archiver.store.manifest import segment_name
 
 _SEGMENT_MODE: Final = 0o640
@@ -57,7 +58,7 @@ class SegmentAppender:
             if self._fd is None:
                 path = self._dir / segment_name(segment)
                 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL
-                self._fd = os.open(path, flags, _SEGMENT_MODE)
+                self._fd = open_waiting(path, flags, _SEGMENT_MODE)
             _write_all(self._fd, data)
             crash_point("manifest_before_fsync")
             os.fsync(self._fd)
@@ -90,7 +91,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    fd = open_waiting(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:

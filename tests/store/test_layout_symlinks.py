@@ -118,3 +118,36 @@ def test_a_linked_sqlite_sidecar_is_refused_before_the_state_opens(
     with pytest.raises(ConfigError, match=f"state.sqlite3{suffix} is a symbolic link"):
         prepare_root(root)
     assert untouched(target)
+
+
+def test_a_new_segment_and_a_checkpoint_wait_out_a_lack_of_descriptors(tmp_path: Path) -> None:
+    """Out of descriptors (a hostile client can make it so) is no broken disk: the segment
+    rollover and the checkpoint note wait and go on once descriptors are back. Fails on
+    077c09d: StorageError 'writing manifest/000001.jsonl failed: Too many open files'."""
+    import threading
+
+    from archiver.store.checkpoint import note_name, write_note
+    from archiver.store.segments import SegmentAppender
+    from tests.downloads.test_deadline import descriptors_exhausted
+
+    root = tmp_path / "archive"
+    prepare_root(root)
+    appender = SegmentAppender(root / "manifest", 1, 0, 1 << 20)  # no file yet: it opens one
+    results: list[object] = []
+
+    def work() -> None:
+        try:
+            appender.append([b'{"seq":1}'])
+            results.append(write_note(root, 1, b"a note\n"))
+        except BaseException as exc:
+            results.append(exc)
+
+    with descriptors_exhausted():
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join(0.5)  # still waiting for a descriptor
+        assert worker.is_alive() and results == []
+    worker.join(30)
+    appender.close()
+    assert results == [root / "checkpoints" / note_name(1)], results
+    assert (root / "manifest" / "000001.jsonl").read_bytes() == b'{"seq":1}\n'
