@@ -25,6 +25,7 @@ plain lines otherwise).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import hashlib
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
 MAX_PROBLEMS: Final = 1000
+CHECK_TIMEOUT: Final = 30.0  # the commands' bucket check, in all: slower is "cannot reach"
 READ_BYTES: Final = 1024 * 1024
 
 
@@ -96,7 +98,9 @@ async def connect(config: Config, *, locked: bool = True) -> AsyncIterator[S3Cli
     check = replica if locked else dataclasses.replace(replica, lock_mode="none")
     async with open_client(replica, secret) as s3:
         try:
-            for warning in await check_bucket(s3, check):
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                warnings = await check_bucket(s3, check)
+            for warning in warnings:
                 sys.stderr.write(f"zoom-sms-archiver: warning: {warning}\n")
         except ReplicaBucketError:
             raise

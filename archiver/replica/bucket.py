@@ -9,7 +9,8 @@ Keys (pure; `prefix` is `replica.prefix`, e.g. "acme/"):
 - `blob_key(prefix, sha256_hex)` -> `{prefix}blobs/sha256/ab/<hex>` (the local relpath)
 - `checkpoint_key(prefix, seq)` -> `{prefix}checkpoints/000000000042.note` (the local name)
 - `parse_key(prefix, key)` -> `ChunkKey | BlobKey | CheckpointKey | None` (None: not ours)
-- `retain_until(at, retention_days)` -> `at + retention_days + 1 day` (clock margin)
+- `retain_until(at, retention_days)` -> `at + retention_days + 1 day` (clock margin), and
+  never less than now + 1 day (a date in the past is refused by S3: old lines still go up)
 
 Client:
 - `open_client(config, secret)` -> async context manager yielding an aiobotocore S3 client:
@@ -27,8 +28,10 @@ Writes:
   naming the key.
 - `put_new_body(s3, bucket, key, body, *, size, md5, sha256, mode, until, content_type)`: the
   same for a body whose digests the caller computed (a file streamed from disk, upload.py).
-- `existing_matches(s3, bucket, key, size, sha256_hex)` -> bool, raising `ReplicaConflict`
-  when the object is there with other bytes; False when absent.
+- `existing_matches(s3, bucket, key, size, sha256_hex, *, mode=, min_until=)` -> bool,
+  raising `ReplicaConflict` when the object is there with other bytes, or with a weaker lock
+  than `mode` or a retain-until before `min_until`; False when absent. An object without a
+  whole-object server checksum (multipart) is read back and hashed (bounded memory).
 - `lock_args(mode, retain_until)` -> the lock keyword arguments for a PUT or a multipart start.
 
 Checks:
@@ -40,7 +43,9 @@ Checks:
   code or the exception's type, never a URL with a signature).
 
 Errors (all `ReplicaError`, an `ArchiverError`): `ReplicaBucketError` (also `ConfigError`:
-exit 2), `ReplicaConflict` (an object at one of our keys has other bytes: replication stops).
+exit 2), `ReplicaConflict` (an object at one of our keys has other bytes: replication stops),
+`ReplicaRefused` (a ReplicaConflict: the bucket refused a request for good, a 4xx that is no
+412/409 and not transient: retrying cannot help, replication stops naming the key).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import contextlib
 import enum
 import hashlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -62,6 +67,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from archiver.config import Config, ReplicaConfig, Secret, read_s3_secret
 from archiver.errors import ArchiverError, ConfigError
+from archiver.ops.logs import register_secret
 from archiver.store.manifest import is_hex_digest
 
 if TYPE_CHECKING:
@@ -96,6 +102,36 @@ class ReplicaConflict(ReplicaError):
             f"the bucket already holds {key} with other bytes ({detail}); replication stopped: "
             "find out who wrote it (the bucket's versions and access logs) before going on"
         )
+
+
+class ReplicaRefused(ReplicaConflict):
+    """The bucket refused a request on one of our keys for good (a 4xx that no retry fixes)."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        ReplicaError.__init__(
+            self,
+            f"the bucket refused {key} ({detail}); replication stopped (a retry would get the "
+            "same answer): fix the cause (the bucket policy, the credentials, the lock "
+            "settings) and restart the daemon",
+        )
+
+
+def refusal(exc: BaseException) -> bool:
+    """A 4xx that is not 412/409 (resume) and not worth a retry (408, 429, slow-downs)."""
+    status = status_of(exc) or 0
+    return 400 <= status < 500 and status not in (409, 412) and not is_transient(exc)
+
+
+@contextlib.contextmanager
+def refusals(key: str) -> Iterator[None]:
+    """Turn a final refusal of a request on `key` into ReplicaRefused naming it."""
+    try:
+        yield
+    except ClientError as exc:
+        if refusal(exc):
+            raise ReplicaRefused(key, describe(exc)) from None
+        raise
 
 
 class PutOutcome(enum.Enum):
@@ -156,12 +192,19 @@ def parse_key(prefix: str, key: str) -> ChunkKey | BlobKey | CheckpointKey | Non
     return None
 
 
-def retain_until(at: datetime, retention_days: int) -> datetime:
+def retain_until(at: datetime, retention_days: int, now: datetime | None = None) -> datetime:
     """When an object written for a line archived `at` may go: policy plus a day of margin
-    for the clocks of this machine and the bucket's."""
+    for the clocks of this machine and the bucket's; and never before `now` + that day (a
+    line older than the retention still goes up: S3 refuses a retain-until in the past)."""
     if at.tzinfo is None:
         raise ValueError("naive datetime")
-    return at.astimezone(UTC) + timedelta(days=retention_days) + CLOCK_MARGIN
+    floor = (now or datetime.now(UTC)).astimezone(UTC) + CLOCK_MARGIN
+    return max(at.astimezone(UTC) + timedelta(days=retention_days) + CLOCK_MARGIN, floor)
+
+
+def policy_until(at: datetime, retention_days: int) -> datetime:
+    """The least retain-until policy allows for a line archived `at` (no margin)."""
+    return at.astimezone(UTC) + timedelta(days=retention_days)
 
 
 def lock_args(mode: str, until: datetime | None) -> dict[str, Any]:
@@ -189,6 +232,7 @@ def client_config() -> AioConfig:
 
 @contextlib.asynccontextmanager
 async def open_client(config: ReplicaConfig, secret: Secret) -> AsyncIterator[S3Client]:
+    register_secret(secret.reveal())  # never in a log line, whatever botocore says
     session = get_session()
     async with session.create_client(
         "s3",
@@ -241,6 +285,7 @@ async def put_new(
     mode: str,
     until: datetime | None,
     content_type: str = "application/octet-stream",
+    min_until: datetime | None = None,
 ) -> PutOutcome:
     """PUT `body` at `key` unless something is there already (see the module docstring)."""
     return await put_new_body(
@@ -254,6 +299,7 @@ async def put_new(
         mode=mode,
         until=until,
         content_type=content_type,
+        min_until=min_until,
     )
 
 
@@ -269,8 +315,10 @@ async def put_new_body(
     mode: str,
     until: datetime | None,
     content_type: str = "application/octet-stream",
+    min_until: datetime | None = None,
 ) -> PutOutcome:
-    """`put_new` for a body whose size and digests (raw bytes) the caller computed."""
+    """`put_new` for a body whose size and digests (raw bytes) the caller computed. On a 412
+    the existing object must also be locked at least as `mode`, to `min_until` or later."""
     try:
         await s3.put_object(
             Bucket=bucket,
@@ -287,14 +335,28 @@ async def put_new_body(
         # 409 ConditionalRequestConflict: a concurrent PUT of the same key won; compare too.
         if status_of(exc) not in (412, 409):
             raise
-        if await existing_matches(s3, bucket, key, size, sha256.hex()):
+        if await existing_matches(
+            s3, bucket, key, size, sha256.hex(), mode=mode, min_until=min_until
+        ):
             return PutOutcome.ALREADY_THERE
         raise  # 412 but gone again (deleted between the two calls): let the caller retry
     return PutOutcome.CREATED
 
 
-async def existing_matches(s3: S3Client, bucket: str, key: str, size: int, sha256_hex: str) -> bool:
-    """True when `key` holds exactly these bytes; False when absent; ReplicaConflict else."""
+async def existing_matches(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    size: int,
+    sha256_hex: str,
+    *,
+    mode: str = "none",
+    min_until: datetime | None = None,
+) -> bool:
+    """True when `key` holds exactly these bytes, locked at least as `mode` until
+    `min_until`; False when absent; ReplicaConflict else. Without a whole-object SHA-256
+    from the server (a multipart object's is per part) the object is read and hashed: the
+    x-amz-meta-sha256 it carries is only what its writer claimed."""
     try:
         head = await s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     except ClientError as exc:
@@ -303,17 +365,42 @@ async def existing_matches(s3: S3Client, bucket: str, key: str, size: int, sha25
         raise
     if head.get("ContentLength") != size:
         raise ReplicaConflict(key, f"{head.get('ContentLength')} bytes, not {size}")
-    recorded = head.get("Metadata", {}).get(SHA256_META)
     checksum = head.get("ChecksumSHA256")
     if checksum and "-" not in checksum:  # a composite (multipart) checksum is per part
         if checksum != b64(bytes.fromhex(sha256_hex)):
             raise ReplicaConflict(key, "its SHA-256 differs")
-        return True
-    if recorded is None:
-        raise ReplicaConflict(key, "it carries no SHA-256 of ours")
-    if recorded != sha256_hex:
-        raise ReplicaConflict(key, "its SHA-256 differs")
+    elif await _read_sha256(s3, bucket, key, head.get("VersionId")) != sha256_hex:
+        raise ReplicaConflict(key, "its SHA-256 differs (read back)")
+    _check_lock(key, dict(head), mode, min_until)
     return True
+
+
+_STRENGTH: Final = {"none": 0, "GOVERNANCE": 1, "COMPLIANCE": 2}
+
+
+def _check_lock(key: str, head: dict[str, Any], mode: str, min_until: datetime | None) -> None:
+    """An object of ours found in place (a resume) must be locked as we would have locked it."""
+    if mode == "none":
+        return
+    found = str(head.get("ObjectLockMode") or "none")
+    if _STRENGTH.get(found, 0) < _STRENGTH.get(mode, 0):
+        raise ReplicaConflict(key, f"lock mode {found}, weaker than {mode}")
+    until = head.get("ObjectLockRetainUntilDate")
+    if min_until is not None and (until is None or until < min_until):
+        shown = f"{until:%Y-%m-%dT%H:%M:%SZ}" if until else "no date"
+        raise ReplicaConflict(
+            key, f"retained until {shown}, policy wants {min_until:%Y-%m-%dT%H:%M:%SZ}"
+        )
+
+
+async def _read_sha256(s3: S3Client, bucket: str, key: str, version: str | None) -> str:
+    args: dict[str, Any] = {"VersionId": version} if version else {}
+    answer = await s3.get_object(Bucket=bucket, Key=key, **args)
+    digest = hashlib.sha256()
+    async with answer["Body"] as body:
+        while block := await body.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # --- start-up check ------------------------------------------------------------------------

@@ -15,6 +15,20 @@ bytes is an idempotent resume). An object at one of our keys with other bytes
 
 Where it resumes: the last chunk in the bucket (listing after the hint kept in state, so a
 SIGKILL between a PUT and the state update is seen) and the byte offset after its last line.
+The state's cache of keys in the bucket speaks of one bucket (endpoint, bucket, prefix, in
+META_BUCKET): another one, or a bucket that holds no chunk of ours, empties it, so a blob is
+never skipped on the cache alone.
+
+Retention: a chunk is locked until its last line's `at` + `retention_days` + 1 day, a blob
+until the latest `at` of the lines naming it (its upload, at the least) + the same: a blob
+named again by a later chunk gets its retention extended (PutObjectRetention, which
+COMPLIANCE allows) before that chunk goes up. Never less than now + 1 day (old lines).
+
+Deadlines: every call to the bucket has a total one (`CALL_TIMEOUT`, plus the body's size
+at `MIN_RATE`): a bucket that answers a byte at a time is a failure, retried, never a hang.
+A refusal no retry can fix (a 4xx that is no 412/409) stops replication with an alarm naming
+the key (`ReplicaRefused`), as does a manifest line over `LINE_MAX`. The figures (`stats`)
+are measured when read, so a hung round never reads as "caught up".
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import aiofiles
 
@@ -37,15 +51,19 @@ from archiver.config import ReplicaConfig
 from archiver.ops.logs import get_logger
 from archiver.replica.bucket import (
     ChunkKey,
+    PutOutcome,
     ReplicaBucketError,
     ReplicaConflict,
+    ReplicaRefused,
     blob_key,
     check_bucket,
     checkpoint_key,
     chunk_key,
     describe,
     parse_key,
+    policy_until,
     put_new,
+    refusals,
     retain_until,
 )
 from archiver.replica.upload import abort_stale_uploads, upload_blob
@@ -60,9 +78,27 @@ if TYPE_CHECKING:
 
 META_POSITION: Final = "replica.position"
 META_SNAPSHOT: Final = "replica.snapshot"  # what `status` shows (ops/status.py)
+META_BUCKET: Final = "replica.bucket"  # the bucket the cache and position speak of
 SNAPSHOT_EVERY: Final = 5.0  # seconds between snapshots written to the state
 READ_BYTES: Final = 4 * 1024 * 1024
+LINE_MAX: Final = 256 * 1024 * 1024  # a manifest line longer than this stops replication
 BACKOFF_MAX: Final = 60.0
+CALL_TIMEOUT: Final = 60.0  # seconds, a call's total deadline before its body's share
+MIN_RATE: Final = 128 * 1024  # bytes/s: the slowest upload still waited for
+PREPARE_TIMEOUT: Final = 300.0  # the start: bucket check, stale uploads, where to resume
+
+
+class ReplicaStalled(ReplicaConflict):
+    """Replication cannot go on past a line (too long to read): it stops, with an alarm."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        Exception.__init__(self, f"replication stopped at {key}: {detail}")
+
+
+def deadline(size: int = 0) -> float:
+    """The total deadline of one call that sends `size` bytes."""
+    return CALL_TIMEOUT + size / MIN_RATE
 
 
 def log() -> Any:
@@ -78,7 +114,7 @@ class Chunk:
     last: int = 0
     last_at: str = ""
     first_at: str = ""
-    blobs: list[str] = field(default_factory=list)
+    blobs: dict[str, str] = field(default_factory=dict)  # sha256 -> latest `at` naming it
     opened: float = 0.0  # monotonic time its first line was read
 
     @property
@@ -121,8 +157,12 @@ class ReplicaStats:
         }
 
 
+def _when(at: str) -> datetime:
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).astimezone(UTC)
+
+
 def _unix(at: str) -> float:
-    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+    return _when(at).timestamp()
 
 
 class Replicator:
@@ -143,7 +183,7 @@ class Replicator:
         self.s3 = s3
         self.state = state
         self.durable_seq = durable_seq or (lambda: 1 << 62)
-        self.stats = ReplicaStats()
+        self._stats = ReplicaStats()
         self._segment = 1
         self._offset = 0  # bytes of self._segment in the bucket (or in the chunk being built)
         self._open: Chunk | None = None
@@ -155,20 +195,42 @@ class Replicator:
         self._step_lock = asyncio.Lock()
         self._published = 0.0  # monotonic time of the last snapshot written
 
+    @property
+    def stats(self) -> ReplicaStats:
+        """The figures, measured now (the writer's durable seq against the bucket's)."""
+        self._measure()
+        return self._stats
+
     # --- start ---------------------------------------------------------------------------
 
     async def prepare(self) -> None:
         """The bucket check (when start-up could not reach it), stale multipart uploads
         aborted, and where to resume. Run by `run()` / `catch_up()` before the first round."""
-        if not self._checked:
-            for warning in await check_bucket(self.s3, self.config):
-                log().warning("replica_bucket_warning", warning=warning)
-            self._checked = True
-        aborted = await abort_stale_uploads(self.s3, self.config.bucket, self.config.prefix)
-        if aborted:
-            log().warning("replica_stale_uploads_aborted", count=aborted)
-        await self._resume_point()
+        async with asyncio.timeout(PREPARE_TIMEOUT):
+            if not self._checked:
+                for warning in await check_bucket(self.s3, self.config):
+                    log().warning("replica_bucket_warning", warning=warning)
+                self._checked = True
+            self._same_bucket()
+            aborted = await abort_stale_uploads(self.s3, self.config.bucket, self.config.prefix)
+            if aborted:
+                log().warning("replica_stale_uploads_aborted", count=aborted)
+            await self._resume_point()
         self._prepared = True
+
+    def _same_bucket(self) -> None:
+        """The state's cache and position speak of META_BUCKET: another bucket empties them."""
+        if self.state is None:
+            return
+        cfg = self.config
+        here = json.dumps(
+            {"endpoint": cfg.endpoint_url, "bucket": cfg.bucket, "prefix": cfg.prefix},
+            sort_keys=True,
+        )
+        if self.state.get_meta(META_BUCKET) != here:
+            self.state.replica_reset()
+            self.state.delete_meta(META_POSITION)
+            self.state.set_meta(META_BUCKET, here)
 
     async def _resume_point(self) -> None:
         hint = self.state.get_meta(META_POSITION) if self.state else None
@@ -180,11 +242,13 @@ class Replicator:
             # The hint's own chunk: trust it only if the bucket still has it.
             last = await self._last_chunk("")
         if last is None:
-            self._segment, self._offset, self.stats.replicated_seq = 1, 0, 0
+            self._segment, self._offset, self._stats.replicated_seq = 1, 0, 0
+            if self.state is not None:  # no chunk of ours: a new (or emptied) bucket
+                self.state.replica_reset()
             return
         self._segment = last.segment
         self._offset = await self._offset_after(last.segment, last.last)
-        self.stats.replicated_seq = last.last
+        self._stats.replicated_seq = last.last
 
     async def _last_chunk(self, start_after: str) -> ChunkKey | None:
         prefix = f"{self.config.prefix}manifest/"
@@ -220,24 +284,22 @@ class Replicator:
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = min(1.0, self.config.max_lag / 4)
-        while not stop.is_set() and self.stats.stopped is None:
+        while not stop.is_set() and self._stats.stopped is None:
             try:
                 await self.step(flush=False)
                 self._failures_in_row = 0
                 delay = interval
             except ReplicaConflict as exc:
-                self.stats.stopped = str(exc)
-                self.stats.failures["conflict"] += 1
-                log().error("replica_conflict", key=exc.key, error=str(exc))
+                self._stop(exc)
                 break
             except ReplicaBucketError as exc:  # found only once the bucket answered
-                self.stats.stopped = str(exc)
-                self.stats.failures["bucket"] += 1
+                self._stats.stopped = str(exc)
+                self._stats.failures["bucket"] += 1
                 log().error("replica_bucket_refused", error=str(exc))
                 break
             except Exception as exc:  # any failure is the bucket's: retry, never stop archiving
                 reason = describe(exc)
-                self.stats.failures[reason] += 1
+                self._stats.failures[reason] += 1
                 self._failures_in_row += 1
                 ceiling = max(1.0, min(BACKOFF_MAX, self.config.max_lag))
                 delay = min(ceiling, 2.0 ** (self._failures_in_row - 1))
@@ -256,24 +318,40 @@ class Replicator:
         finally:
             self.publish(force=True)
 
-    async def _catch_up(self, deadline: float) -> bool:
+    async def _catch_up(self, until: float) -> bool:
         target = self.durable_seq()
-        while time.monotonic() < deadline and self.stats.stopped is None:
+        while self._stats.stopped is None:
+            left = until - time.monotonic()
+            if left <= 0:
+                return False
+            bound = asyncio.timeout(left)  # a hung round must not outstay the deadline
             try:
-                await self.step(flush=True)
+                async with bound:
+                    await self.step(flush=True)
                 self._failures_in_row = 0
             except ReplicaConflict as exc:
-                self.stats.stopped = str(exc)
-                log().error("replica_conflict", key=exc.key, error=str(exc))
+                self._stop(exc)
                 return False
             except Exception as exc:
-                self.stats.failures[describe(exc)] += 1
+                if bound.expired():
+                    self._stats.failures["deadline"] += 1
+                    return False
+                self._stats.failures[describe(exc)] += 1
                 self._failures_in_row += 1
-                await asyncio.sleep(min(5.0, 0.5 * self._failures_in_row))
+                pause = min(5.0, 0.5 * self._failures_in_row, max(0.0, until - time.monotonic()))
+                await asyncio.sleep(pause)
                 continue
-            if self.stats.replicated_seq >= target and self._open is None:
+            if self._stats.replicated_seq >= target and self._open is None:
                 return True
         return False
+
+    def _stop(self, exc: ReplicaConflict) -> None:
+        """The alarm: metrics (stopped, failures), status (the snapshot), the log."""
+        reason = {ReplicaRefused: "refused", ReplicaStalled: "stalled"}.get(type(exc), "conflict")
+        self._stats.stopped = str(exc)
+        self._stats.failures[reason] += 1
+        log().error(f"replica_{reason}", key=exc.key, error=str(exc))
+        self.publish(force=True)
 
     def publish(self, *, force: bool = False) -> None:
         """Write the snapshot `status` reads, at most every SNAPSHOT_EVERY seconds."""
@@ -281,7 +359,7 @@ class Replicator:
         if self.state is None or (not force and now - self._published < SNAPSHOT_EVERY):
             return
         self._measure()
-        self.state.set_meta(META_SNAPSHOT, json.dumps(self.stats.snapshot(), sort_keys=True))
+        self.state.set_meta(META_SNAPSHOT, json.dumps(self._stats.snapshot(), sort_keys=True))
         self._published = now
 
     def behind(self) -> str:
@@ -319,9 +397,7 @@ class Replicator:
             if path is None:
                 break
             consumed = self._open.end if self._open else self._offset
-            async with aiofiles.open(path, "rb") as fh:
-                await fh.seek(consumed)
-                data = await fh.read(READ_BYTES)
+            data = await self._read_lines(path, consumed)
             complete = data[: data.rfind(b"\n") + 1]
             moved = self._take(complete, durable)
             if self._closed is not None:
@@ -341,11 +417,33 @@ class Replicator:
             if flush or age >= self.config.max_lag / 2:
                 self._close()
 
+    async def _read_lines(self, path: Path, offset: int) -> bytes:
+        """READ_BYTES from `offset`, and on until a newline when a line is longer (a line
+        over chunk_max_bytes is a chunk of its own); a line over LINE_MAX stops replication."""
+        async with aiofiles.open(path, "rb") as fh:
+            await fh.seek(offset)
+            data = await fh.read(READ_BYTES)
+            if b"\n" in data or len(data) < READ_BYTES:
+                return bytes(data)
+            buffer = bytearray(data)
+            while b"\n" not in data:
+                if len(buffer) > LINE_MAX:
+                    raise ReplicaStalled(
+                        f"{path.name} at byte {offset}",
+                        f"a manifest line over {LINE_MAX} bytes; the bucket holds the lines "
+                        "before it, archiving goes on",
+                    )
+                data = await fh.read(READ_BYTES)
+                if not data:
+                    break  # the line is still being written
+                buffer += data
+            return bytes(buffer)
+
     def _take(self, data: bytes, durable: int) -> bool:
         """Add complete, durable lines to the open chunk; False when none was taken."""
         moved = False
         start = 0
-        expected = (self._open.last if self._open else self.stats.replicated_seq) + 1
+        expected = (self._open.last if self._open else self._stats.replicated_seq) + 1
         while start < len(data):
             end = data.index(b"\n", start) + 1
             line = data[start:end]
@@ -370,7 +468,7 @@ class Replicator:
             chunk.lines.append(line)
             chunk.last, chunk.last_at = seq, obj["at"]
             if obj.get("kind") == "attachment" and isinstance(obj.get("sha256"), str):
-                chunk.blobs.append(obj["sha256"])
+                chunk.blobs[obj["sha256"]] = max(chunk.blobs.get(obj["sha256"], ""), obj["at"])
             expected = seq + 1
             start = end
             moved = True
@@ -384,72 +482,118 @@ class Replicator:
 
     async def _upload(self, chunk: Chunk) -> None:
         cfg = self.config
-        for sha in dict.fromkeys(chunk.blobs):
-            key = blob_key(cfg.prefix, sha)
-            if self.state is not None and self.state.replica_has(key):
-                continue
-            until = retain_until(datetime.now(UTC), cfg.retention_days)
-            await upload_blob(
-                self.s3,
-                cfg.bucket,
-                key,
-                blob_path(self.root, sha),
-                sha,
-                mode=cfg.lock_mode,
-                until=None if cfg.lock_mode == "none" else until,
-            )
-            self.stats.uploads["blob"] += 1
-            if self.state is not None:
-                self.state.replica_add([key])
+        for sha, at in chunk.blobs.items():
+            await self._blob(sha, _when(at))
         key = chunk_key(cfg.prefix, chunk.segment, chunk.first, chunk.last)
-        until = retain_until(datetime.fromisoformat(chunk.last_at), cfg.retention_days)
+        last_at = _when(chunk.last_at)
+        until = retain_until(last_at, cfg.retention_days)
+        body = b"".join(chunk.lines)
         crash_point("replica_before_chunk_put")
-        await put_new(
-            self.s3,
-            cfg.bucket,
-            key,
-            b"".join(chunk.lines),
-            mode=cfg.lock_mode,
-            until=None if cfg.lock_mode == "none" else until,
-            content_type="application/x-ndjson",
-        )
+        with refusals(key):
+            async with asyncio.timeout(deadline(len(body))):
+                await put_new(
+                    self.s3,
+                    cfg.bucket,
+                    key,
+                    body,
+                    mode=cfg.lock_mode,
+                    until=None if cfg.lock_mode == "none" else until,
+                    content_type="application/x-ndjson",
+                    min_until=policy_until(last_at, cfg.retention_days),
+                )
         crash_point("replica_after_chunk_put")
-        self.stats.uploads["chunk"] += 1
-        self.stats.replicated_seq = chunk.last
-        self.stats.last_success = time.time()
+        self._stats.uploads["chunk"] += 1
+        self._stats.replicated_seq = chunk.last
+        self._stats.last_success = time.time()
         self._segment, self._offset = chunk.segment, chunk.end
         self._closed = None
         if self.state is not None:
             self.state.set_meta(META_POSITION, json.dumps({"key": key, "offset": chunk.end}))
 
+    async def _blob(self, sha: str, at: datetime) -> None:
+        """The blob in the bucket, retained at least `retention_days` after `at` (the latest
+        line naming it in the chunk about to go up): uploaded, or its retention extended."""
+        cfg = self.config
+        key = blob_key(cfg.prefix, sha)
+        policy = policy_until(at, cfg.retention_days)
+        known = self.state.replica_until(key) if self.state is not None else None
+        if known is not None and (cfg.lock_mode == "none" or (known and _when(known) >= policy)):
+            return
+        locked = cfg.lock_mode != "none"
+        if known is None:
+            path = blob_path(self.root, sha)
+            until = retain_until(max(at, datetime.now(UTC)), cfg.retention_days)
+            with refusals(key):
+                async with asyncio.timeout(deadline(path.stat().st_size)):
+                    outcome = await upload_blob(
+                        self.s3,
+                        cfg.bucket,
+                        key,
+                        path,
+                        sha,
+                        mode=cfg.lock_mode,
+                        until=until if locked else None,
+                    )
+            self._stats.uploads["blob"] += 1
+            if outcome is PutOutcome.CREATED or not locked:
+                self._known(key, until if locked else None)
+                return
+            with refusals(key):  # there already (a resume, or a blob named before)
+                async with asyncio.timeout(CALL_TIMEOUT):
+                    found = await self.s3.get_object_retention(Bucket=cfg.bucket, Key=key)
+            held = found.get("Retention", {}).get("RetainUntilDate")
+            if held is not None and held >= policy:
+                self._known(key, held)
+                return
+        wanted = retain_until(at, cfg.retention_days)
+        mode: Literal["COMPLIANCE", "GOVERNANCE"] = (
+            "COMPLIANCE" if cfg.lock_mode == "COMPLIANCE" else "GOVERNANCE"
+        )
+        with refusals(key):  # extending is allowed, COMPLIANCE too
+            async with asyncio.timeout(CALL_TIMEOUT):
+                await self.s3.put_object_retention(
+                    Bucket=cfg.bucket,
+                    Key=key,
+                    Retention={"Mode": mode, "RetainUntilDate": wanted},
+                )
+        self._stats.uploads["retention"] += 1
+        self._known(key, wanted)
+
+    def _known(self, key: str, until: datetime | None) -> None:
+        if self.state is not None:
+            self.state.replica_add([key], until.astimezone(UTC).isoformat() if until else "")
+
     async def _checkpoints(self) -> None:
         cfg = self.config
         for seq, path in list_checkpoints(self.root):
-            if seq > self.stats.replicated_seq:
+            if seq > self._stats.replicated_seq:
                 break  # never a checkpoint beyond the chain the bucket holds
             key = checkpoint_key(cfg.prefix, seq)
             if self.state is not None and self.state.replica_has(key):
                 continue
             async with aiofiles.open(path, "rb") as fh:
                 note = await fh.read()
+            written = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             until = retain_until(datetime.now(UTC), cfg.retention_days)
-            await put_new(
-                self.s3,
-                cfg.bucket,
-                key,
-                note,
-                mode=cfg.lock_mode,
-                until=None if cfg.lock_mode == "none" else until,
-                content_type="text/plain; charset=utf-8",
-            )
-            self.stats.uploads["checkpoint"] += 1
-            if self.state is not None:
-                self.state.replica_add([key])
+            with refusals(key):
+                async with asyncio.timeout(deadline(len(note))):
+                    await put_new(
+                        self.s3,
+                        cfg.bucket,
+                        key,
+                        note,
+                        mode=cfg.lock_mode,
+                        until=None if cfg.lock_mode == "none" else until,
+                        content_type="text/plain; charset=utf-8",
+                        min_until=policy_until(written, cfg.retention_days),
+                    )
+            self._stats.uploads["checkpoint"] += 1
+            self._known(key, until)
 
     # --- lag -----------------------------------------------------------------------------
 
     def _measure(self) -> None:
-        stats = self.stats
+        stats = self._stats
         durable = self.durable_seq()
         if durable >= 1 << 62:  # no writer to ask (tests, tools): what was read is the bound
             durable = self._open.last if self._open else stats.replicated_seq

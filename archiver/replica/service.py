@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 # How long `run --once` waits for the bucket after the pass: a slow bucket must not hold the
 # pass for ever (it exits 1 saying how far behind the bucket is).
 ONCE_WAIT_MIN: Final = 60.0
+# The start-up check's total deadline: a bucket slower than this (a byte every few seconds
+# keeps every socket read within read_timeout) is "unreachable now, checked later": ROOT
+# opens and archiving goes on.
+CHECK_TIMEOUT: Final = 15.0
 
 
 def once_wait(config: Config) -> float:
@@ -80,7 +84,9 @@ async def replica_bucket(config: Config) -> AsyncIterator[Bucket | None]:
     secret = read_s3_secret(config)
     async with open_client(config.replica, secret) as s3:
         try:
-            for warning in await check_bucket(s3, config.replica):
+            async with asyncio.timeout(CHECK_TIMEOUT):
+                warnings = await check_bucket(s3, config.replica)
+            for warning in warnings:
                 get_logger(component="replica").warning("replica_bucket_warning", warning=warning)
         except Exception as exc:
             if not is_transient(exc):

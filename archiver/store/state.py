@@ -266,24 +266,46 @@ class State:
 
     # --- replica (archiver/replica/): keys known to be in the bucket -----------------------
     # Created on first use, outside the schema version: a bucket's content does not change
-    # with the local schema, and a lost table is rebuilt by HEADing the bucket again.
+    # with the local schema, and a lost table is rebuilt by HEADing the bucket again. It
+    # speaks of one bucket (endpoint, bucket, prefix): the replicator empties it when they
+    # change (replica_reset). `until`: the retain-until the object was last given (ISO).
 
     def _replica_table(self) -> None:
+        if getattr(self, "_replica_made", False):
+            return
+        self._conn.execute("DROP TABLE IF EXISTS replica_objects")  # before `until` existed
         self._conn.execute(
-            "CREATE TABLE IF NOT EXISTS replica_objects (key TEXT PRIMARY KEY) WITHOUT ROWID"
+            "CREATE TABLE IF NOT EXISTS replica_cache (key TEXT PRIMARY KEY, until TEXT)"
+            " WITHOUT ROWID"
         )
+        self._replica_made = True
 
     def replica_has(self, key: str) -> bool:
         self._replica_table()
-        row = self._conn.execute("SELECT 1 FROM replica_objects WHERE key = ?", (key,))
+        row = self._conn.execute("SELECT 1 FROM replica_cache WHERE key = ?", (key,))
         return row.fetchone() is not None
 
-    def replica_add(self, keys: Iterable[str]) -> None:
+    def replica_until(self, key: str) -> str | None:
+        """The retain-until recorded for `key`; None when not known to be in the bucket."""
+        self._replica_table()
+        row = self._conn.execute("SELECT until FROM replica_cache WHERE key = ?", (key,))
+        found = row.fetchone()
+        return None if found is None else str(found[0] or "")
+
+    def replica_add(self, keys: Iterable[str], until: str = "") -> None:
         self._replica_table()
         with transaction(self._conn) as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO replica_objects (key) VALUES (?)", ((k,) for k in keys)
+                "INSERT INTO replica_cache (key, until) VALUES (?, ?) ON CONFLICT (key) DO "
+                "UPDATE SET until = max(until, excluded.until)",
+                ((k, until) for k in keys),
             )
+
+    def replica_reset(self) -> None:
+        """Forget every key (another bucket, or one that lost our objects)."""
+        self._replica_table()
+        with transaction(self._conn) as conn:
+            conn.execute("DELETE FROM replica_cache")
 
     # --- download ledger ----------------------------------------------------------------
 
