@@ -140,7 +140,7 @@ class ArchiverCollector(Collector):
         uploads = CounterMetricFamily(
             "zsa_replica_uploads", "Objects written to the bucket", labels=["kind"]
         )
-        for kind in ("chunk", "blob", "checkpoint"):
+        for kind in ("chunk", "blob", "checkpoint", "retention"):
             uploads.add_metric([kind], stats.uploads[kind])
         yield uploads
         failures = CounterMetricFamily(
@@ -157,7 +157,7 @@ class ArchiverCollector(Collector):
             )
         yield GaugeMetricFamily(
             "zsa_replica_stopped",
-            "1 when replication stopped on a conflict",
+            "1 when replication stopped (a conflict, a refusal no retry fixes, a line too long)",
             value=1 if stats.stopped else 0,
         )
 
