@@ -59,6 +59,9 @@ RETRY_BASE = 1.0  # seconds before the first retry after a file host failure wit
 FINAL_CODES: Final = frozenset({"too_large", "url_refused", "tls"})
 FILE_HOST: Final = "file_host"  # parked: the file host failed without evidence (Job.parked)
 URL_REFUSED: Final = "url_refused"  # parked: the file host refused the URL; fresh one next
+# parked: the message lists the attachment without a usable download_url (Zoom documents
+# neither when it is given nor its lifetime): listed is evidence it exists, refresh later
+NO_URL: Final = "no_url"
 MAX_IDLE_WAIT = 60.0  # re-check at least this often: the wall clock may have jumped
 RELOAD_INTERVAL = 30.0  # seconds between reads of the ledger for jobs written behind our back
 PARK_BASE = 1.0  # seconds before the first retry of a refused refresh or a refused URL
@@ -522,13 +525,25 @@ class DownloadManager:
         self.stats.refreshes += 1
         job.parked = None  # moving again; `parkings` counts on until a file comes
         for att in attachments_of(record):
-            if att.attachment_id == job.attachment_id and att.download_url:
-                claims = jwt_claims(att.download_url)
-                job.url, job.exp, job.dig = att.download_url, claims.exp, claims.dig
-                job.fresh = True
-                if att.size is not None:
-                    job.size = att.size
-                return True
+            if att.attachment_id != job.attachment_id:
+                continue
+            if not att.download_url:
+                # Listed, so not gone: only its URL is missing (absent or ""). Ask again later.
+                job.url, job.fresh = None, False
+                self._park_download(
+                    job,
+                    NO_URL,
+                    "the message lists the attachment without a download_url",
+                    PARK_BASE,
+                )
+                return False
+            claims = jwt_claims(att.download_url)
+            job.url, job.exp, job.dig = att.download_url, claims.exp, claims.dig
+            job.fresh = True
+            if att.size is not None:
+                job.size = att.size
+            return True
+        # Only the attachment id missing from the message's record is evidence it is gone.
         await self._fail(job, "attachment gone upstream", "attachment_gone")
         return False
 
