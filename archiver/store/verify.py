@@ -354,18 +354,14 @@ class _Verifier:
         checkpointed `start`, is not the daemon's."""
         event = obj.get("event") if obj.get("kind") == "event" else None
         if event == "stop":
-            if self.after_stop is not None:
-                # A second stop with no start between: the daemon writes one stop per run.
-                self.problem(
-                    "after_stop",
-                    place.where,
-                    f"a stop line after the stop at seq {self.after_stop.seq} "
-                    f"({self.after_stop.where}) and no `start` line between: not written by "
-                    "the daemon",
-                    place,
-                )
+            if self.after_stop is not None or self.signed_stop is not None:
+                # A second stop with no start between (the daemon writes one stop per run),
+                # or after a checkpointed stop with no checkpointed start between (an unsigned
+                # start, stop, start must not end that rule).
+                self.intrusion("stop", place)
             self.after_stop = place
-            self.signed_stop = place if vouched else None
+            if vouched:
+                self.signed_stop = place
             return
         if is_startup_event(obj):
             if event == "start":
@@ -373,10 +369,14 @@ class _Verifier:
                 if vouched:
                     self.signed_stop = None
             return
+        if self.after_stop is not None or self.signed_stop is not None:
+            self.intrusion(f"{event or obj.get('kind')!s}", place)
+
+    def intrusion(self, what: str, place: Place) -> None:
+        """A line the stop rule says is not the daemon's: one problem per intrusion."""
         stop = self.after_stop or self.signed_stop
-        if stop is None:
-            return
-        what = (
+        assert stop is not None
+        after = (
             f"the stop at seq {stop.seq} ({stop.where}) and no `start` line between"
             if self.after_stop is not None
             else f"the checkpointed stop at seq {stop.seq} ({stop.where}) with no checkpointed "
@@ -386,10 +386,10 @@ class _Verifier:
         self.problem(
             "after_stop",
             place.where,
-            f"a {event or obj.get('kind')!s} line after {what}: not written by the daemon",
+            f"a {what} line after {after}: not written by the daemon",
             place,
         )
-        self.after_stop = self.signed_stop = None  # one problem per intrusion
+        self.after_stop = self.signed_stop = None
 
     def head_claims(self, place: Place) -> bool:
         """Check the heads claimed for this seq; whether a trusted checkpoint vouched for it."""

@@ -297,9 +297,14 @@ def damage(root: Path, rng: random.Random) -> str:
                 "source": "sync",
             }
         )
-        texts.append(encode_line(entry, last["seq"] + 1, line_hash(texts[-1]), last["at"]))
-        lines.append((lines[-1][0], b""))
-        what = f"append {entry.get('event', 'message')}"
+        added = [entry]
+        if rng.random() < 0.3:  # unsigned start, stop, start first: a signed stop still holds
+            added = [{"kind": "event", "event": e} for e in ("start", "stop", "start")] + added
+        for one in added:
+            last = json.loads(texts[-1])
+            texts.append(encode_line(one, last["seq"] + 1, line_hash(texts[-1]), last["at"]))
+            lines.append((lines[-1][0], b""))
+        what = f"append {'start stop start ' * (len(added) > 1)}{entry.get('event', 'message')}"
     else:
         return "none"
     out: dict[Path, list[bytes]] = {p: [] for p in paths}

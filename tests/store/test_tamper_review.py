@@ -430,3 +430,20 @@ def test_a_stop_after_a_stop_is_not_the_daemons(archive: Path, keys: tuple[Path,
     for trust in ([], [pub(keys)]):
         report = verify_archive(archive, trust=trust)
         assert [(p.kind, p.seq) for p in report.problems] == [("after_stop", forged["seq"])]
+
+
+def test_an_unsigned_stop_does_not_undo_a_signed_one(
+    archive: Path, keys: tuple[Path, Path]
+) -> None:
+    """Fails before the fix: an unsigned `stop` reset the checkpointed stop's rule, so a
+    forged start, stop, start let any line after them pass `verify --trust`. Only a `start`
+    a trusted note vouches for ends that rule; the start-up check refuses the same lines."""
+    added = [append_chained(archive, {"kind": "event", "event": e}) for e in ("start", "stop")]
+    append_chained(archive, {"kind": "event", "event": "start"})
+    append_chained(archive, forged_message(79))
+    assert verify_archive(archive).ok  # without a key a start line is a start line
+    report = verify_archive(archive, trust=[pub(keys)])
+    assert [(p.kind, p.seq) for p in report.problems] == [("after_stop", added[1]["seq"])]
+    assert "after the checkpointed stop" in report.problems[0].detail
+    with pytest.raises(ManifestCorruptError, match=r"a stop line after the clean stop that chec"):
+        check_startup(archive, pub(keys), checkpoint.origin_for(ACCOUNT))
