@@ -61,6 +61,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Final
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
@@ -260,6 +261,54 @@ def describe(exc: BaseException) -> str:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return str(error.get("Code") or status or "ClientError")
     return type(exc).__name__
+
+
+# S3 error codes worth a label of their own; any other code an endpoint (or a proxy in front of
+# it) invents is counted by its HTTP status class, so a metric label never takes a value the
+# far side chose (the raw code stays in the log line).
+KNOWN_CODES: Final = frozenset(
+    {
+        "AccessDenied",
+        "BadDigest",
+        "EntityTooLarge",
+        "InternalError",
+        "InvalidAccessKeyId",
+        "InvalidArgument",
+        "InvalidBucketState",
+        "InvalidObjectState",
+        "InvalidRequest",
+        "InvalidRetentionPeriod",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "NoSuchUpload",
+        "ObjectLockConfigurationNotFoundError",
+        "PreconditionFailed",
+        "RequestTimeTooSkewed",
+        "RequestTimeout",
+        "ServiceUnavailable",
+        "SignatureDoesNotMatch",
+        "SlowDown",
+        "XAmzContentSHA256Mismatch",
+    }
+)
+
+
+def failure_label(exc: BaseException) -> str:
+    """A metric label for a failed call, from a fixed set: a known S3 code, `http_4xx` /
+    `http_5xx` / `http_other`, `timeout`, `connection`, or `other`."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        if code in KNOWN_CODES:
+            return str(code)
+        status = status_of(exc)
+        if status is not None and 400 <= status < 600:
+            return f"http_{status // 100}xx"
+        return "http_other"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, OSError | aiohttp.ClientError | BotoCoreError):
+        return "connection"
+    return "other"
 
 
 def status_of(exc: BaseException) -> int | None:

@@ -60,6 +60,7 @@ from archiver.replica.bucket import (
     checkpoint_key,
     chunk_key,
     describe,
+    failure_label,
     parse_key,
     policy_until,
     put_new,
@@ -299,7 +300,7 @@ class Replicator:
                 break
             except Exception as exc:  # any failure is the bucket's: retry, never stop archiving
                 reason = describe(exc)
-                self._stats.failures[reason] += 1
+                self._stats.failures[failure_label(exc)] += 1
                 self._failures_in_row += 1
                 ceiling = max(1.0, min(BACKOFF_MAX, self.config.max_lag))
                 delay = min(ceiling, 2.0 ** (self._failures_in_row - 1))
@@ -336,7 +337,8 @@ class Replicator:
                 if bound.expired():
                     self._stats.failures["deadline"] += 1
                     return False
-                self._stats.failures[describe(exc)] += 1
+                self._stats.failures[failure_label(exc)] += 1
+                log().warning("replica_retry", reason=describe(exc))
                 self._failures_in_row += 1
                 pause = min(5.0, 0.5 * self._failures_in_row, max(0.0, until - time.monotonic()))
                 await asyncio.sleep(pause)

@@ -100,6 +100,9 @@ async def test_bucket_down_mid_run_archiving_goes_on_and_the_backlog_drains(
         await _until(archived_and_behind, "archiving to go on with the lag shown")
         lag = await _metrics(http, metrics)
         assert lag["zsa_replica_lag_seconds"] > 0
+        # A bucket that is down is a connection failure: a fixed label, never an error text.
+        reasons = {k for k in lag if k.startswith("zsa_replica_failures")}
+        assert reasons == {'zsa_replica_failures_total{reason="connection"}'}, reasons
         await asyncio.sleep(max(0.0, down_for - (time.monotonic() - downed)))
         await asyncio.to_thread(own_s3.start)
         await _until(caught_up, "the backlog to drain")
