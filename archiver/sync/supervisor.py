@@ -115,6 +115,9 @@ class Supervisor:
         self.incomplete_sessions: set[str] = set()
         self._attempts: dict[str, int] = {}
         self._retrying: dict[str, int] = {}  # session -> retries scheduled (call_later)
+        # Windows whose last listing named a session twice (on two pages) or at two times: the
+        # offset paging shifted under us (a session moved within its own window).
+        self._shifted: set[Window] = set()
         self.failed_sessions: dict[str, str] = {}
         # Sessions owed a confirming ISync (CONFIRM priority) -> Zoom time it is due at.
         self._isync_due: dict[str, datetime] = {}
@@ -338,7 +341,10 @@ class Supervisor:
         )
 
     def _moved(self, window: Window, rows: dict[str, str]) -> bool:
-        """Whether a session `window` listed has left it or shows another time by now."""
+        """Whether a session `window` listed has left it or shows another time by now, or
+        the listing itself named a session twice (on two pages, or at two times)."""
+        if window in self._shifted:
+            return True
         for session_id, listed in rows.items():
             moment = parse_time(listed)
             known = self._state.get_session(session_id)
@@ -358,8 +364,11 @@ class Supervisor:
         """List one window, page by page; returns session id -> the time it gave, or {} when
         it came in one page (a single page cannot have shifted under us)."""
         rows: dict[str, str] = {}
+        first_page: dict[str, int] = {}  # session id -> the page that first listed it
+        shifted = False
         page_token: str | None = None
         pages = 0
+        self._shifted.discard((start, end))
         while True:
             pages += 1
             page = await self._client.list_sessions(
@@ -385,14 +394,26 @@ class Supervisor:
                 self._state.upsert_session(
                     info.session_id, session_type=info.session_type, last_message_time=listed
                 )
+                # Listed again on a later page, or at another time: the rows moved under the
+                # offset paging (one session moved within the window), so another may have
+                # been skipped. Evidence kept: the window is listed again.
+                page_seen = first_page.setdefault(info.session_id, pages)
+                previous = rows.get(info.session_id)
+                if page_seen != pages or (listed is not None and previous not in (None, listed)):
+                    shifted = True
                 if listed is not None:
-                    rows[info.session_id] = max(listed, rows.get(info.session_id, listed))
+                    rows[info.session_id] = max(listed, previous or listed)
                 synced = known.synced_message_time if known is not None else None
                 if synced is None or listed is None or listed > synced:
                     self.enqueue(info.session_id, INCREMENTAL)
             page_token = page.next_page_token
             if not page_token:
-                return rows if pages > 1 else {}
+                if pages == 1:
+                    return {}
+                if shifted:
+                    self._log.info("discovery_list_shifted", start=start.isoformat())
+                    self._shifted.add((start, end))
+                return rows
 
     # --- workers --------------------------------------------------------------------------
 
