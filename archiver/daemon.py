@@ -130,7 +130,9 @@ async def open_archive(
         # Under systemd a big manifest's check asks for more time as it goes (and says how
         # far it got), so TimeoutStartSec= does not kill a start that is making progress.
         heartbeat = StartupProgress(Notifier(), "checking the manifest")
-        tail = await asyncio.to_thread(check_startup, root, public, origin, progress=heartbeat)
+        tail = await asyncio.to_thread(
+            check_startup, root, public, origin, progress=heartbeat, starting=True
+        )
         prepare_root(root)  # after the lock: it empties tmp/, which a running daemon uses
         state = State.open(root)
         try:

@@ -41,7 +41,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from archiver.errors import ManifestCorruptError, StorageError
+from archiver.errors import ConfigError, ManifestCorruptError, StorageError
 from archiver.ops.logs import get_logger
 from archiver.store import checkpoint
 from archiver.store.index import ManifestIndex
@@ -196,9 +196,14 @@ def check_startup(
     origin: str | None = None,
     *,
     progress: Progress | None = None,
+    starting: bool = False,
 ) -> Tail:
     """The start-up scan without writing anything (not even the state's files). Raises
     ManifestCorruptError for anything but a torn final line. Call it under the lock.
+
+    `starting`: the daemon starts next. Without `trusted`, when ROOT's newest note is at the
+    manifest's `stop` line with its head (the archive is checkpointed), ConfigError: a run
+    without the key would write lines after that stop that no note vouches for.
 
     `trusted`, `origin`: the daemon's own public key and note origin. The newest note in
     ROOT/checkpoints/ they verify must then agree with the manifest (its seq is there, with its
@@ -206,7 +211,33 @@ def check_startup(
     `checked` is for `recover` (through ManifestWriter.open) in the same start."""
     position = read_position(root / STATE_FILE, locked=True)
     note = newest_trusted(root, trusted, origin) if trusted is not None else None
-    return _Scan(root / MANIFEST_DIR, position, note=note, progress=progress).run()
+    unsigned = newest_note(root, origin) if trusted is None and starting else None
+    scan = _Scan(root / MANIFEST_DIR, position, note=note, unsigned=unsigned, progress=progress)
+    tail = scan.run()
+    if scan.keyless_at_stop:
+        raise ConfigError(
+            f"this archive is checkpointed ({scan.keyless_at_stop} is at its clean stop) and "
+            "no signing key is configured: lines written without the key after that stop are "
+            "ones no note vouches for, so every later start with the key would refuse them "
+            "and `verify --trust` would report them. Configure archive.signing_key_file (or "
+            "LoadCredential=signing_key); if the key is lost, make a new one with `keygen`, "
+            "configure it, and give both public keys to `verify --trust` (key rotation)",
+            key="archive.signing_key_file",
+        )
+    return tail
+
+
+def newest_note(root: Path, origin: str | None) -> tuple[str, checkpoint.Checkpoint] | None:
+    """(path relative to ROOT, note) of the newest note in ROOT/checkpoints/ that parses, for
+    `origin`; its signature is not checked (there is no key to check it with)."""
+    for _seq, path in reversed(checkpoint.list_checkpoints(root)):
+        try:
+            note = checkpoint.parse(path.read_bytes())
+        except (OSError, ValueError):
+            continue
+        if origin is None or note.origin == origin:
+            return f"{CHECKPOINTS_DIR}/{path.name}", note
+    return None
 
 
 def newest_trusted(
@@ -283,6 +314,7 @@ class _Scan:
         *,
         index: ManifestIndex | None = None,
         note: tuple[str, checkpoint.Checkpoint] | None = None,
+        unsigned: tuple[str, checkpoint.Checkpoint] | None = None,
         checked: Checked | None = None,
         progress: Progress | None = None,
     ) -> None:
@@ -290,6 +322,10 @@ class _Scan:
         self.position = position
         self.index = index
         self.note = note
+        # Without a key: the newest note, unchecked; keyless_at_stop names it when the line
+        # at its seq is a `stop` with its head (the archive is checkpointed: check_startup).
+        self.unsigned = unsigned
+        self.keyless_at_stop = ""
         self.resume_from = checked
         self.report = progress
         self.rebuild = position is None or (position.seq == 0 and not position.started)
@@ -341,6 +377,7 @@ class _Scan:
         known_head = self.position.head if self.position else ZERO_HASH
         clean_stop = self.position.clean_stop if self.position else None
         note_seq = self.note[1].seq if self.note is not None else None
+        unsigned_seq = self.unsigned[1].seq if self.unsigned is not None else None
         seq, head = 0, ZERO_HASH
         last = self.segments[-1][0]
         size, torn, where = 0, b"", (self.segments[0][0], 0)
@@ -356,7 +393,7 @@ class _Scan:
         # Skim while below `until`: the line at the state's position, or before a line the
         # guard must read; no further once it has something to watch (a seal) or a line may
         # be torn.
-        guarded = sorted(g for g in (clean_stop, note_seq) if g is not None)
+        guarded = sorted(g for g in (clean_stop, note_seq, unsigned_seq) if g is not None)
         until = _skim_until(seq, known_seq, guarded) if skim else 0
         skimming = skim
         for n, path in self.segments:
@@ -459,6 +496,9 @@ class _Scan:
                 )
             elif is_stop:
                 self.sealed = (seq, f"the clean stop that {rel} signed")
+        if self.unsigned is not None and seq == self.unsigned[1].seq:
+            rel, note = self.unsigned
+            self.keyless_at_stop = rel if is_stop and head == note.head else ""
         if clean_stop is not None and seq == clean_stop and is_stop:
             self.clean_sealed = True
             if self.sealed is None:

@@ -447,3 +447,39 @@ def test_an_unsigned_stop_does_not_undo_a_signed_one(
     assert "after the checkpointed stop" in report.problems[0].detail
     with pytest.raises(ManifestCorruptError, match=r"a stop line after the clean stop that chec"):
         check_startup(archive, pub(keys), checkpoint.origin_for(ACCOUNT))
+
+
+def test_a_start_without_the_key_at_a_checkpointed_stop_refuses(
+    archive: Path, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Fails before the fix: a run without the key (a boot where the credential was missing
+    logged `checkpoints_disabled` only) wrote lines after the checkpointed stop that no note
+    vouches for, and every later start with the key refused them for good. Now that start
+    refuses (a configuration error, exit 2) and leaves ROOT as it was; with the key, or a
+    new key (rotation: both public keys to --trust), the archive goes on."""
+    before = segment(archive).read_bytes()
+    with pytest.raises(ConfigError, match=r"this archive is checkpointed \(checkpoints/0"):
+        start(archive, None)
+    assert segment(archive).read_bytes() == before
+    new_key, new_pub = checkpoint.generate_keypair(tmp_path / "new")
+    start(archive, new_key)
+    trusted = [pub(keys), checkpoint.load_public_key(new_pub.read_bytes())]
+    assert verify_archive(archive, trust=trusted, complete=True).ok
+    # The old key again would see lines after its own newest note, a stop: no going back.
+    with pytest.raises(ManifestCorruptError, match="a stop line after the clean stop"):
+        start(archive, keys[0])
+
+
+def test_a_start_without_the_key_after_an_unclean_end_goes_on(
+    archive: Path, keys: tuple[Path, Path]
+) -> None:
+    """The newest note is not at a stop (the last run did not stop cleanly): nothing a
+    keyless run writes breaks a signed-stop rule, so it may start."""
+    stop = json.loads(lines(archive)[-1])
+    assert stop["event"] == "stop"
+    note = archive / "checkpoints" / f"{stop['seq']:012d}.note"
+    note.unlink()  # as if the run crashed before its closing note (and before the stop)
+    write(archive, lines(archive)[:-1])
+    (archive / "state.sqlite3").unlink()
+    start(archive, None)
+    assert verify_archive(archive, trust=[pub(keys)]).ok
