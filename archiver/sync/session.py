@@ -296,6 +296,7 @@ class SessionSync:
                 int(gap.get("no_token", 0)),
                 at=gap.get("at"),
                 edge=tuple(gap.get("edge") or ()),
+                repeat=gap.get("repeat"),
             )
             sync_type = BSYNC if walk.cursor else FSYNC
             try:
@@ -304,7 +305,14 @@ class SessionSync:
                 if walk.cursor is None:
                     raise
                 # The gap cursor itself expired: start the recovery again from the top.
-                gap = {**gap, "cursor": None, "newest": None, "no_token": 0, "edge": []}
+                gap = {
+                    **gap,
+                    "cursor": None,
+                    "newest": None,
+                    "no_token": 0,
+                    "edge": [],
+                    "repeat": None,
+                }
                 self._set_gap(session_id, gap)
                 continue
             boundary = (int(gap["seq"]), gap.get("hwm"))
@@ -333,6 +341,7 @@ class SessionSync:
                 "no_token": walk.no_token,
                 "at": walk.at,
                 "edge": list(walk.edge),
+                "repeat": walk.repeat,  # a first edge-only page: one more BSync settles it
             }
             self._set_gap(session_id, gap)
             if walk.phase is Phase.NO_TOKEN:

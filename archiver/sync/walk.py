@@ -4,10 +4,16 @@ A walk starts at the newest end (FSync) or from a saved cursor (a BSync token) a
 older pages until it has *evidence* that nothing older is missing (DESIGN.md, invariant 8):
 
 - an empty page: the start of history (for a gap fill too: nothing older exists);
-- a BSync page, not full, holding only messages of the previous page's oldest second
-  (`edge`), i.e. nothing older than the cursor although there was room for it: a Zoom whose
-  lower bound is inclusive repeats the covered message on every page and never answers an
-  empty one, so this is the same evidence (a full page of repeats proves nothing);
+- two BSync answers in a row, each not full and holding only messages of the previous
+  page's oldest second (`edge`), the second from the token the first one gave (the window
+  did not move older): a Zoom whose lower bound is inclusive repeats the covered message on
+  every page and never answers an empty one, so two such answers are the evidence we can
+  have (whether or not the token string changed: that one at the start repeats its window).
+  One alone is not: with a loose `count`, a short page whose only slot went to the
+  repeat looks the same while older messages remain. A first edge-only page makes the walk
+  PROBABLE_START (its token kept, `repeat`), and the confirming BSync settles it: empty or
+  edge-only again, confirmed; anything older, the walk goes on. A full page of repeats
+  proves nothing;
 - when filling a gap after 7035/300: a page that reaches into what earlier sync windows
   covered (`met`).
 
@@ -63,6 +69,9 @@ class Walk:
     # second (what an inclusive lower bound repeats). Bookkeeping, not the walk's identity.
     at: str | None = field(default=None, compare=False)
     edge: tuple[str, ...] = field(default=(), compare=False)
+    # The cursor after a short edge-only page (its token, else the cursor kept): one more
+    # such answer to the request from it confirms the start.
+    repeat: str | None = None
 
     @property
     def ended(self) -> bool:
@@ -84,6 +93,7 @@ class Walk:
                 frontier=data.get("frontier"),
                 at=data.get("at"),
                 edge=tuple(str(i) for i in data.get("edge") or ()),
+                repeat=data.get("repeat"),
             )
         except (ValueError, TypeError, AttributeError):
             return None  # a cache entry we cannot read: walk again from the newest end
@@ -104,10 +114,11 @@ class PageFacts:
 def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
     """The walk after `page` (already archived) came back for a request from `walk.cursor`."""
     frontier = _older(walk.frontier, page.oldest)
-    if page.size == 0 or (page.size < count and only_edge(walk, page)):
-        # Nothing older than the cursor: the start of history, whether or not the page has
-        # a token (a page of the cursor's own edge moves nothing: keep where the walk is).
-        return replace(walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier)
+    if page.size == 0:
+        # Nothing older than the cursor: the start of history, token or not.
+        return replace(walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier, repeat=None)
+    if page.size < count and only_edge(walk, page):
+        return _after_edge_only(walk, page, frontier)
     at = page.oldest.isoformat() if page.oldest is not None else walk.at
     if page.met:
         return Walk(page.token or walk.cursor, Phase.MET, 0, frontier, at, page.edge)
@@ -119,6 +130,21 @@ def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
         return Walk(walk.cursor, phase, streak, frontier, walk.at, walk.edge)
     phase = Phase.PROBABLE_START if page.size < count else Phase.WALKING
     return Walk(page.token, phase, 0, frontier, at, page.edge)
+
+
+def _after_edge_only(walk: Walk, page: PageFacts, frontier: str | None) -> Walk:
+    """A short page of the cursor's own edge: nothing older came back although there was
+    room. The second such answer in a row, from the new token the first gave, confirms the
+    start; the first one only makes it probable. It moves nothing: edge and `at` are kept."""
+    if walk.repeat is not None and walk.cursor == walk.repeat:
+        return replace(walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier)
+    cursor = page.token or walk.cursor
+    # Without a token the same request is made again (as for any page without one).
+    streak = 0 if page.token else walk.no_token + 1
+    phase = Phase.NO_TOKEN if streak >= NO_TOKEN_LIMIT else Phase.PROBABLE_START
+    return replace(
+        walk, cursor=cursor, phase=phase, no_token=streak, frontier=frontier, repeat=cursor
+    )
 
 
 def only_edge(walk: Walk, page: PageFacts) -> bool:

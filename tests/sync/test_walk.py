@@ -112,9 +112,10 @@ EDGE = ("m1", "m2")
 @pytest.mark.parametrize(
     ("page", "phase"),
     [
-        # an inclusive lower bound: only the cursor's own edge came back, nothing older
-        (PageFacts(1, "n", T2, ids=("m1",), edge=("m1",)), Phase.CONFIRMED),
-        (PageFacts(2, None, T2, ids=EDGE, edge=EDGE), Phase.CONFIRMED),
+        # only the cursor's own edge came back, nothing older: an inclusive lower bound, or a
+        # short page whose one slot went to the repeat; one more BSync settles it
+        (PageFacts(1, "n", T2, ids=("m1",), edge=("m1",)), Phase.PROBABLE_START),
+        (PageFacts(2, None, T2, ids=EDGE, edge=EDGE), Phase.PROBABLE_START),
         # an older message beside the edge: the walk goes on
         (PageFacts(2, "n", T1, ids=("m1", "m0"), edge=("m0",)), Phase.PROBABLE_START),
         # a message of the edge's second we did not see before: not the edge
@@ -124,6 +125,28 @@ EDGE = ("m1", "m2")
 def test_a_bsync_page_of_the_cursors_edge_is_the_start(page: PageFacts, phase: Phase) -> None:
     walk = Walk("c", Phase.WALKING, 0, T2.isoformat(), T2.isoformat(), EDGE)
     assert after_page(walk, page, COUNT).phase is phase
+
+
+def test_two_edge_only_answers_in_a_row_confirm_the_start() -> None:
+    walk = Walk("c", Phase.WALKING, 0, T2.isoformat(), T2.isoformat(), EDGE)
+    first = after_page(walk, PageFacts(1, "n", T2, ids=("m1",), edge=("m1",)), COUNT)
+    assert (first.phase, first.cursor, first.repeat, first.edge) == (
+        Phase.PROBABLE_START,
+        "n",
+        "n",
+        EDGE,
+    )
+    assert Walk.from_json(first.to_json()) == first
+    again = after_page(first, PageFacts(1, "n2", T2, ids=("m2",), edge=("m2",)), COUNT)
+    assert again.phase is Phase.CONFIRMED
+    assert after_page(first, PageFacts(0, None, None), COUNT).phase is Phase.CONFIRMED
+    # anything older: the walk goes on, and the next edge-only page is a first one again
+    older = after_page(first, PageFacts(COUNT, "o", T1, ids=("m0",), edge=("m0",)), COUNT)
+    assert (older.phase, older.repeat) == (Phase.WALKING, None)
+    # without a token: the cursor is kept and the same request, answered so again, confirms
+    kept = after_page(walk, PageFacts(1, None, T2, ids=("m1",), edge=("m1",)), COUNT)
+    assert (kept.phase, kept.cursor, kept.no_token) == (Phase.PROBABLE_START, "c", 1)
+    assert after_page(kept, PageFacts(1, None, T2, ids=("m1",), edge=("m1",)), COUNT).ended
 
 
 def test_the_edge_proves_nothing_for_an_fsync_an_unknown_edge_or_a_full_page() -> None:
