@@ -263,8 +263,15 @@ def recover(
     clean_stop: int | None = None,
     checked: Checked | None = None,
     progress: Progress | None = None,
+    rebuild_owed: bool = False,
+    before_cut: Callable[[dict[str, Any]], None] | None = None,
 ) -> Tail:
     """Scan, move a torn final line to ROOT/recovered/, bring `index` up to the last line.
+
+    `rebuild_owed`: a start that was rebuilding crashed before its state_rebuilt line (the
+    state's META_OWED): the scan is a rebuild again. `before_cut`: called with the
+    torn_tail_repaired details once the torn bytes are kept, before the cut (the writer makes
+    them owed).
 
     `started`: the index was opened by a writer before (META_INDEX_STARTED); without it an
     index at seq 0 is new, and filling it from a non-empty manifest is a rebuild.
@@ -273,13 +280,24 @@ def recover(
     are still as it saw them, the scan goes on from that position (the same checks, from
     there), else it reads everything."""
     seq, head = index.position()
-    position = IndexPosition(seq, head, started, clean_stop) if seq or started else None
+    position = (
+        IndexPosition(seq, head, started, clean_stop, rebuild_owed) if seq or started else None
+    )
     scan = _Scan(directory, position, index=index, checked=checked, progress=progress)
     tail = scan.run()
     if tail.bytes_removed:
         path = scan.segments[-1][1]
         torn = _read_from(path, tail.size)
         name = keep_evidence(directory.parent, torn)
+        if before_cut is not None:
+            before_cut(
+                {
+                    "segment": segment_name(tail.segment),
+                    "bytes_removed": tail.bytes_removed,
+                    "sha256": tail.torn_sha256,
+                    "recovered": name,
+                }
+            )
         _truncate(path, tail.size)
         tail = replace(tail, recovered=name)
     return tail
@@ -329,6 +347,7 @@ class _Scan:
         self.resume_from = checked
         self.report = progress
         self.rebuild = position is None or (position.seq == 0 and not position.started)
+        self.rebuild = self.rebuild or (position is not None and position.rebuild_owed)
         self.pending: list[dict[str, Any]] = []
         self.sealed: tuple[int, str] | None = None  # (seq of a stop line, who vouches for it)
         self.contradicted = ""

@@ -8,11 +8,12 @@ far the manifest was seen, the ledger which attachments are still being fetched.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from archiver.store.schema import SCHEMA_VERSION
 
@@ -24,6 +25,11 @@ META_INDEX_STARTED: Final = "manifest_index_started"
 # The seq of the `stop` line of the daemon's last clean stop, removed when it next opens the
 # writer: while it is set, only start-up events may follow that line (recovery.py).
 META_CLEAN_STOP: Final = "manifest_clean_stop"
+# The start-up events a start owes the manifest (JSON: "rebuild" {old_seq, old_head},
+# "set_aside" [notes moved], "torn" {segment, bytes_removed, sha256, recovered}): set durably
+# before the replay, the move or the cut they record, cleared once their lines are durable, so
+# a crash in between leaves the next start to write them (writer.py).
+META_OWED: Final = "startup_events_owed"
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class IndexPosition:
     head: str
     started: bool  # META_INDEX_STARTED was set
     clean_stop: int | None = None  # META_CLEAN_STOP
+    rebuild_owed: bool = False  # META_OWED holds a rebuild: a crashed start was rebuilding
 
 
 def _connect(path: Path, *, locked: bool) -> sqlite3.Connection:
@@ -59,12 +66,25 @@ def read_position(path: Path, *, locked: bool = True) -> IndexPosition | None:
             stop = conn.execute(
                 "SELECT value FROM meta WHERE key = ?", (META_CLEAN_STOP,)
             ).fetchone()
+            owed = conn.execute("SELECT value FROM meta WHERE key = ?", (META_OWED,)).fetchone()
     except sqlite3.Error:
         return None
     if row is None:
         return None
     clean_stop = int(stop[0]) if stop is not None and str(stop[0]).isdigit() else None
-    return IndexPosition(int(row[0]), str(row[1]), started is not None, clean_stop)
+    rebuild = "rebuild" in parse_owed(None if owed is None else str(owed[0]))
+    return IndexPosition(int(row[0]), str(row[1]), started is not None, clean_stop, rebuild)
+
+
+def parse_owed(text: str | None) -> dict[str, Any]:
+    """META_OWED's value as a dict ({} when absent or not a JSON object)."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def pending_attachments(path: Path) -> tuple[int, set[tuple[str, str, str]]] | None:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import sqlite3
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from typing import Any, Final
 
 from archiver.errors import StorageError
 from archiver.ops.logs import get_logger
+from archiver.store import schema
 from archiver.store.checkpoint import newest_checkpoint
 from archiver.store.crash import crash_point
 from archiver.store.dedupe import plan_messages
@@ -53,9 +56,10 @@ from archiver.store.manifest import (
     utc_now_rfc3339,
 )
 from archiver.store.recovery import Checked, Progress, Tail, recover, set_aside_notes
+from archiver.store.schema import transaction
 from archiver.store.segments import SegmentAppender
 from archiver.store.state import State
-from archiver.store.stateview import META_CLEAN_STOP, META_INDEX_STARTED
+from archiver.store.stateview import META_CLEAN_STOP, META_INDEX_STARTED, META_OWED, parse_owed
 
 SEGMENT_MAX_BYTES: Final = 64 * 1024 * 1024
 _ENTRY_KINDS: Final = frozenset({"attachment", "attachment_failed", "event"})
@@ -98,6 +102,7 @@ class ManifestWriter:
             raise ValueError("segment_max_bytes must be positive")
         self._dir = manifest_dir(root)
         self._state_path = state_path
+        self._owed: dict[str, Any] = {}  # META_OWED: start-up events not yet durable
         self._max = segment_max_bytes
         # One thread, always the same: the index connection lives in it, and file writes
         # are strictly ordered.
@@ -132,7 +137,20 @@ class ManifestWriter:
         started = state.get_meta(META_INDEX_STARTED) is not None
         stop = state.get_meta(META_CLEAN_STOP)
         clean_stop = int(stop) if stop is not None and stop.isdigit() else None
-        start = functools.partial(self._start, started, clean_stop, checked, progress)
+        # What a crashed start owed the manifest; and, before a replay into a new index (a
+        # rebuild, if the manifest is not empty), what the state_rebuilt line will say of the
+        # old head, made durable before the replay commits a position.
+        self._owed = parse_owed(state.get_meta(META_OWED))
+        if not started and "rebuild" not in self._owed:
+            old = newest_checkpoint(root)
+            self._owed["rebuild"] = {
+                "old_seq": old.seq if old else None,
+                "old_head": old.head if old else None,
+            }
+            _save_owed(state.path, self._owed)
+        start = functools.partial(
+            self._start, started, clean_stop, checked, progress, "rebuild" in self._owed
+        )
         try:
             tail = await loop.run_in_executor(self._executor, start)
             state.set_meta(META_INDEX_STARTED, "1")
@@ -142,6 +160,9 @@ class ManifestWriter:
         self._task = asyncio.create_task(self._run(), name="manifest-writer")
         try:
             await self._record_start_up(root, tail)
+            if self._owed:  # an empty manifest: no rebuild after all
+                self._owed = {}
+                _save_owed(state.path, self._owed)
             # From here this writer may append anything: the clean stop is behind it.
             state.delete_meta(META_CLEAN_STOP)
         except BaseException:
@@ -150,37 +171,52 @@ class ManifestWriter:
         return self
 
     async def _record_start_up(self, root: Path, tail: Tail) -> None:
-        """What the start-up scan did goes into the manifest itself, as evidence."""
-        if tail.bytes_removed:
-            name = segment_name(tail.segment)
-            details = {
-                "segment": name,
-                "bytes_removed": tail.bytes_removed,
-                "sha256": tail.torn_sha256,
-                "recovered": tail.recovered,
-            }
+        """What the start-up scan did goes into the manifest itself, as evidence; with what
+        a crashed start owed (META_OWED), each entry cleared once its line is durable."""
+        torn = self._owed.get("torn")
+        if tail.bytes_removed or isinstance(torn, dict):
+            details = (
+                dict(torn)
+                if not tail.bytes_removed and isinstance(torn, dict)
+                else {
+                    "segment": segment_name(tail.segment),
+                    "bytes_removed": tail.bytes_removed,
+                    "sha256": tail.torn_sha256,
+                    "recovered": tail.recovered,
+                }
+            )
             log().warning("manifest_torn_tail_repaired", **details)
             await self.append_event("torn_tail_repaired", **details)
+            self._owed.pop("torn", None)
+            _save_owed(self._state_path, self._owed)
         if tail.rebuilt:
             # The old head is what this archive last attested, if it kept checkpoints: a
-            # state that was removed cannot say what it had seen.
-            old = newest_checkpoint(root)
+            # state that was removed cannot say what it had seen (read before the replay).
+            owed = self._owed.get("rebuild")
+            old = owed if isinstance(owed, dict) else {"old_seq": None, "old_head": None}
             rebuilt: dict[str, Any] = {
-                "old_seq": old.seq if old else None,
-                "old_head": old.head if old else None,
+                "old_seq": old.get("old_seq"),
+                "old_head": old.get("old_head"),
                 "new_seq": tail.seq,
                 "new_head": tail.head,
             }
             # Notes beyond the manifest's end: the chain goes on through their seqs, and a
             # note is never overwritten. Kept in recovered/, named here; `verify` reports the
             # loss (old_seq > new_seq) for good.
-            moved = await asyncio.to_thread(set_aside_notes, root, tail.seq)
+            before = self._owed.get("set_aside")
+            moved = list(before) if isinstance(before, list) else []
+            moved += await asyncio.to_thread(set_aside_notes, root, tail.seq)
             if moved:
                 rebuilt["checkpoints_set_aside"] = moved
+                self._owed["set_aside"] = moved
+                _save_owed(self._state_path, self._owed)
             if tail.contradicted:
                 log().error("state_rebuilt_over_signed_checkpoint", detail=tail.contradicted)
             log().warning("state_rebuilt", **rebuilt)
             await self.append_event("state_rebuilt", **rebuilt)
+            self._owed.pop("rebuild", None)
+            self._owed.pop("set_aside", None)
+            _save_owed(self._state_path, self._owed)
 
     @property
     def seq(self) -> int:
@@ -327,9 +363,15 @@ class ManifestWriter:
         clean_stop: int | None,
         checked: Checked | None,
         progress: Progress | None,
+        rebuild_owed: bool,
     ) -> Tail:
         self._dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._index = ManifestIndex(self._state_path)
+
+        def owe_cut(details: dict[str, Any]) -> None:
+            self._owed["torn"] = details
+            _save_owed(self._state_path, self._owed)
+
         tail = recover(
             self._dir,
             self._index,
@@ -337,6 +379,8 @@ class ManifestWriter:
             clean_stop=clean_stop,
             checked=checked,
             progress=progress,
+            rebuild_owed=rebuild_owed and started,
+            before_cut=owe_cut,
         )
         if tail.replayed:
             log().info("manifest_index_replayed", lines=tail.replayed)
@@ -430,3 +474,26 @@ def _stopped(cause: BaseException) -> StorageError:
     error = StorageError(text) if code is None else StorageError(code, text)
     error.__cause__ = cause
     return error
+
+
+def _save_owed(path: Path, owed: Mapping[str, Any]) -> None:
+    """Write META_OWED (or remove it when empty) durably: its own connection with
+    synchronous=FULL (the state's NORMAL may lose the last commit in a power cut), from
+    whichever thread is starting the writer."""
+    conn = schema.connect(path)
+    try:
+        conn.execute("PRAGMA synchronous=FULL")
+        with transaction(conn) as tx:
+            if owed:
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (META_OWED, json.dumps(owed, sort_keys=True)),
+                )
+            else:
+                tx.execute("DELETE FROM meta WHERE key = ?", (META_OWED,))
+    except sqlite3.Error as exc:
+        text = f"cannot record the start-up events owed in state.sqlite3: {exc}"
+        raise StorageError(text) from exc
+    finally:
+        conn.close()

@@ -8,8 +8,10 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -482,4 +484,66 @@ def test_a_start_without_the_key_after_an_unclean_end_goes_on(
     write(archive, lines(archive)[:-1])
     (archive / "state.sqlite3").unlink()
     start(archive, None)
+    assert verify_archive(archive, trust=[pub(keys)]).ok
+
+
+# --- 7: a crash before a start's own start-up events are durable --------------------------------
+
+
+CHILD = """
+import asyncio, sys
+from pathlib import Path
+from tests.store.test_tamper_review import config, one_run
+asyncio.run(one_run(config(Path(sys.argv[1]), Path(sys.argv[2])), ["z"]))
+"""
+
+
+def crash_start(root: Path, key: Path, crash_at: str | None) -> int:
+    """The daemon's start (open_archive with the key, one message) in a subprocess, killed
+    at `crash_at`."""
+    env = {k: v for k, v in os.environ.items() if k != "ARCHIVER_CRASH_AT"}
+    if crash_at:
+        env["ARCHIVER_CRASH_AT"] = crash_at
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(root), str(key)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return child.returncode
+
+
+def test_a_crash_before_state_rebuilt_still_records_the_rebuild(
+    archive: Path, keys: tuple[Path, Path]
+) -> None:
+    """Fails before the fix: the replay had committed the state and the notes were moved
+    aside, so the next start was an ordinary one and no line ever said the state was rebuilt
+    over lost lines (verify --trust passed). Now what the start owes is kept in the state
+    until its line is durable."""
+    newest_seq, newest = checkpoint.list_checkpoints(archive)[-1]
+    write(archive, lines(archive)[:-2])
+    (archive / "state.sqlite3").unlink()
+    assert crash_start(archive, keys[0], "manifest_before_write") == -signal.SIGKILL
+    assert "state_rebuilt" not in events(archive)
+    assert crash_start(archive, keys[0], None) == 0
+    (rebuilt,) = [json.loads(r) for r in lines(archive) if b'"state_rebuilt"' in r]
+    assert (rebuilt["old_seq"], rebuilt["new_seq"]) == (newest_seq, newest_seq - 2)
+    assert newest.name in {x["name"] for x in rebuilt["checkpoints_set_aside"]}
+    report = verify_archive(archive, trust=[pub(keys)])
+    assert [p.kind for p in report.problems] == ["lines_lost"], report.problems
+
+
+def test_a_crash_before_torn_tail_repaired_still_records_the_cut(
+    archive: Path, keys: tuple[Path, Path]
+) -> None:
+    """Fails before the fix: the torn bytes were cut and kept, and no line ever named them."""
+    with segment(archive).open("ab") as out:
+        out.write(b'{"at":"2026-')
+    assert crash_start(archive, keys[0], "manifest_before_write") == -signal.SIGKILL
+    assert crash_start(archive, keys[0], None) == 0
+    (repaired,) = [json.loads(r) for r in lines(archive) if b'"torn_tail_repaired"' in r]
+    assert (archive / repaired["recovered"]).read_bytes() == b'{"at":"2026-'
+    assert len(list((archive / "recovered").glob("*.tail"))) == 1
     assert verify_archive(archive, trust=[pub(keys)]).ok
