@@ -250,6 +250,8 @@ class SessionSync:
             before = result.new + result.changed
             await self._archive(session_id, page, result)
             added = result.new + result.changed - before
+            if added and self._state.get_meta(f"quiet:{session_id}"):
+                self._state.set_meta(f"quiet:{session_id}", "")  # news: no quiet answer in a row
             if page.sync_token:
                 token = page.sync_token
                 self._state.save_sync_tokens(session_id, newest_token=token)
@@ -264,9 +266,14 @@ class SessionSync:
                 await asyncio.sleep(self._pause(no_token))
                 continue
             if len(page.messages) < self._count:
-                # Not full: caught up only if nothing on it was new to us (empty, or the
-                # boundary message and repeats); else one confirming ISync settles it.
-                result.caught_up = added == 0
+                # Not full: caught up on an empty page, or on the second answer in a row that
+                # brought nothing new (the boundary message and repeats): one alone may be a
+                # short page whose only slot went to the boundary. Else one confirming ISync
+                # (queued by the supervisor) settles it.
+                quiet = bool(page.messages) and added == 0
+                again = quiet and self._state.get_meta(f"quiet:{session_id}") == "1"
+                result.caught_up = not page.messages or again
+                self._state.set_meta(f"quiet:{session_id}", "1" if quiet and not again else "")
                 return False
         return False
 
