@@ -15,7 +15,10 @@ Rules that keep the archive complete (DESIGN.md, invariants 4 and 8):
   while the newest time the sync windows returned is older than the time the session list
   gave; `StepResult.synced_to` is that evidence. A run of ISyncs that ends on a page that is
   not full but brought new messages is not caught up (`count` is loose): `caught_up` stays
-  False and the supervisor makes one confirming ISync. It marks a session synced only on both.
+  False and the supervisor makes one confirming ISync. That confirmation counts only when it
+  comes back empty, or is the second answer in a row without news (a short page of only the
+  boundary message could hide a message behind its one slot). It marks a session synced only
+  on both.
 - A non-empty page without `sync_token`: its messages are archived, the cursor stays, the
   request is repeated after a pause; `NO_TOKEN_LIMIT` in a row make the step fail.
 """
@@ -73,9 +76,9 @@ class StepResult:
     synced_to: datetime | None = None
     phase: Phase | None = None  # the backfill walk's phase after this step
     # The newest end is caught up as of a call this step made: an FSync (first contact or a
-    # gap fill's), or an ISync whose last page came back empty or held only messages already
-    # archived. A short ISync page that brought new messages is no such evidence (Zoom's
-    # `count` is loose): it earns one confirming ISync (the supervisor queues it).
+    # gap fill's), or an ISync whose last page came back empty, or without news for the second
+    # time in a row. A short ISync page that brought new messages is no such evidence (Zoom's
+    # `count` is loose): it earns a confirming ISync (the supervisor queues it).
     caught_up: bool = False
     gap_open: bool = False  # the gap walk's page budget ran out: another step resumes it
 
