@@ -101,13 +101,22 @@ async def test_session_deleted_upstream_is_recorded_not_retried(tmp_path: Path) 
         sim.add_messages(3, session_id=session_id)
         sim.delete_session(session_id)
         outcome = await run_once(path)
-        assert outcome.ok
-        gone = [
-            line
-            for line in manifest_lines(tmp_path / "archive")
-            if line["kind"] == "event" and line["event"] == "session_gone"
-        ]
-        assert [line["session_id"] for line in gone] == [session_id]
+        assert outcome.ok, outcome.summary()
+
+        def gone() -> list[str]:
+            return [
+                line["session_id"]
+                for line in manifest_lines(tmp_path / "archive")
+                if line["kind"] == "event" and line["event"] == "session_gone"
+            ]
+
+        # The list shows messages we do not hold: one 12004 could be Zoom's lag, so the
+        # session is asked once more; the second 12004 in a row confirms it (both recorded).
+        assert gone() == [session_id, session_id]
+        # Confirmed for this listing: the next pass neither asks again nor calls it incomplete.
+        again = await run_once(path)
+        assert again.ok, again.summary()
+        assert gone() == [session_id, session_id]
         # The earlier messages of the deleted session stay in the archive.
         assert any(key[0] == session_id for key in archived_messages(tmp_path / "archive"))
 

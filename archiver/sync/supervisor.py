@@ -38,6 +38,8 @@ FAILURE_LIMIT_ONCE = 6
 # --once parks a session whose budget label is paused for at most this long; a longer pause
 # (the daily cap) ends the pass incomplete, saying so, instead of waiting for hours.
 PARK_LIMIT_ONCE = 120.0
+# State meta key: the listing for which two 12004 answers in a row confirmed a session gone.
+GONE_CONFIRMED = "gone_confirmed:"
 # Zoom's clock may run ahead of ours: every list window reaches this far past our "now", so
 # a message Zoom stamped a little "in the future" is listed by the pass that starts after it
 # exists. The watermark stays at our own start time; the lookback covers the other side.
@@ -121,6 +123,8 @@ class Supervisor:
         self.failed_sessions: dict[str, str] = {}
         # Sessions owed a confirming ISync (CONFIRM priority) -> Zoom time it is due at.
         self._isync_due: dict[str, datetime] = {}
+        # Sessions answered 12004 once while listed beyond what we hold -> that listing.
+        self._gone_once: dict[str, str] = {}
         self.progress = Progress()
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -163,7 +167,7 @@ class Supervisor:
                 f"marked gone (Zoom code 12004) but the list shows a message at "
                 f"{session.last_message_time}, after what is held "
                 f"({session.synced_message_time or 'nothing'})"
-                if _listed_after_held(session)
+                if _listed_after_held(session) and not self._gone_confirmed(session)
                 else None
             )
         if (
@@ -385,6 +389,8 @@ class Supervisor:
                     # (not than what an earlier list said: discovery raised that already).
                     if listed is None or (known.synced_message_time or "") >= listed:
                         continue
+                    if listed == known.last_message_time and self._gone_confirmed(known):
+                        continue  # two 12004s in a row already answered this listing
                     self._log.warning("session_back", session_id=info.session_id, listed=listed)
                     self._state.mark_back(info.session_id)
                 if known is None:
@@ -489,13 +495,32 @@ class Supervisor:
             self.incomplete_sessions.add(session_id)
 
     def _after_gone(self, session_id: str) -> None:
+        """A 12004 while the list shows messages we do not hold: one answer may be Zoom's
+        lag (a session just created), so the session is asked once more after a pause; a
+        second 12004 in a row for the same listing confirms it gone (kept in the state, so
+        later passes do not stay incomplete over a session Zoom says does not exist)."""
         self._succeeded(session_id)
         self._isync_due.pop(session_id, None)
+        gone = self._state.get_session(session_id)
+        if gone is not None and _listed_after_held(gone) and not self._gone_confirmed(gone):
+            listed = gone.last_message_time or ""
+            if self._gone_once.get(session_id) == listed:
+                self._state.set_meta(f"{GONE_CONFIRMED}{session_id}", listed)
+                self._log.warning("session_gone_confirmed", session_id=session_id, listed=listed)
+            else:
+                self._gone_once[session_id] = listed
+                self._state.mark_back(session_id)
+                self._retry_later(session_id, INCREMENTAL, self._backoff(1))
         gone = self._state.get_session(session_id)
         if gone is not None and self._why_incomplete(gone):
             self.incomplete_sessions.add(session_id)  # the list shows more than we hold
         else:
             self.incomplete_sessions.discard(session_id)
+
+    def _gone_confirmed(self, session: Any) -> bool:
+        """Two 12004 answers in a row came for the listing the state holds now."""
+        confirmed = self._state.get_meta(f"{GONE_CONFIRMED}{session.session_id}")
+        return bool(confirmed) and confirmed == session.last_message_time
 
     def _settle_incremental(
         self, session_id: str, listed: str | None, began: datetime, result: StepResult

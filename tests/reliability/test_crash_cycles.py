@@ -1,6 +1,7 @@
-"""Invariants 1 to 4 with the real daemon: 50 crash cycles, each a `run --once` SIGKILLed at a
-random instant or at a named point (or, when the point never comes, a run that ends), with
-faults on and the account changing between cycles; audited after every cycle and at the end.
+"""Invariants 1 to 4 with the real daemon: crash cycles (20 in make test, 50 in make soak),
+each a `run --once` SIGKILLed at a random instant or at a named point (or, when the point
+never comes, a run that ends), with faults on and the account changing between cycles;
+audited after every cycle and at the end.
 
 The longer version is `python -m bench.crash_harness --cycles 1000`.
 """
@@ -9,13 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.harness import CRASH_POINTS, run_crash_cycles
 
-CYCLES = 50
 
-
-async def test_fifty_crash_cycles_lose_duplicate_and_corrupt_nothing(tmp_path: Path) -> None:
-    report = await run_crash_cycles(tmp_path, CYCLES, seed=7, max_delay=0.6)
+@pytest.mark.parametrize(
+    ("CYCLES", "seed"),
+    [(20, 7), pytest.param(50, 11, marks=pytest.mark.slow)],
+    ids=["20-cycles", "50-cycles"],
+)
+async def test_crash_cycles_lose_duplicate_and_corrupt_nothing(
+    tmp_path: Path,
+    CYCLES: int,
+    seed: int,
+) -> None:
+    report = await run_crash_cycles(tmp_path, CYCLES, seed=seed, max_delay=0.6)
     print(report.table())  # shown with -s: the numbers the issue asks to report
     assert report.ok, report.table()
     assert report.cycles == CYCLES
