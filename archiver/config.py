@@ -24,6 +24,8 @@ from types import UnionType
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
+import yarl
+
 from archiver.errors import ConfigError
 
 _BUCKET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -81,6 +83,10 @@ class ArchiveConfig:
 
     def __post_init__(self) -> None:
         _positive(self.checkpoint_interval, "archive.checkpoint_interval")
+        _at_most(self.checkpoint_interval, 7 * DAY, "archive.checkpoint_interval", "a week")
+
+
+MAX_SYNC_WORKERS: Final = 256
 
 
 @dataclass(frozen=True)
@@ -107,15 +113,22 @@ class SyncConfig:
                 f"{self.history_start!r} is not a date (YYYY-MM-DD)", key="sync.history_start"
             ) from None
         if self.count < 1:
-            raise ConfigError(f"{self.count} is below Zoom's minimum of 1", key="sync.count")
+            raise ConfigError(
+                f"{_shown(self.count)} is below Zoom's minimum of 1", key="sync.count"
+            )
         if self.count > MAX_SYNC_COUNT:
             raise ConfigError(
-                f"{self.count} is above Zoom's maximum of {MAX_SYNC_COUNT}", key="sync.count"
+                f"{_shown(self.count)} is above Zoom's maximum of {MAX_SYNC_COUNT}",
+                key="sync.count",
             )
         _positive(self.poll_interval, "sync.poll_interval")
+        _at_most(self.poll_interval, DAY, "sync.poll_interval", "a day")
         _positive(self.workers, "sync.workers")
+        _at_most(self.workers, MAX_SYNC_WORKERS, "sync.workers", f"{MAX_SYNC_WORKERS}")
         _non_negative(self.lookback, "sync.lookback")
+        _at_most(self.lookback, 366 * DAY, "sync.lookback", "366 days")
         _positive(self.shutdown_grace, "sync.shutdown_grace")
+        _at_most(self.shutdown_grace, HOUR, "sync.shutdown_grace", "an hour")
 
     @property
     def history_start_date(self) -> date:
@@ -172,13 +185,17 @@ class DownloadConfig:
         if self.workers > MAX_DOWNLOAD_WORKERS:
             # Each worker has a writer thread: the units' TasksMax=128 holds 34 + workers.
             raise ConfigError(
-                f"{self.workers} is more than {MAX_DOWNLOAD_WORKERS} (each worker has a thread of "
-                "its own; the shipped units' TasksMax=128 allows 34 + workers)",
+                f"{_shown(self.workers)} is more than {MAX_DOWNLOAD_WORKERS} (each worker has a "
+                "thread of its own; the shipped units' TasksMax=128 allows 34 + workers)",
                 key="downloads.workers",
             )
         _positive(self.max_bytes, "downloads.max_bytes")
+        _at_most(self.max_bytes, 1 << 40, "downloads.max_bytes", "1 TiB")
         _non_negative(self.refresh_margin, "downloads.refresh_margin")
+        _at_most(self.refresh_margin, DAY, "downloads.refresh_margin", "a day")
         _positive(self.min_rate, "downloads.min_rate")
+        # A download's deadline is 30 s plus its size over this rate: 1 GiB/s still leaves 30 s.
+        _at_most(self.min_rate, 1 << 30, "downloads.min_rate", "1 GiB/s")
         for scheme in self.allowed_schemes:
             if scheme not in ("https", "http"):
                 raise ConfigError(
@@ -207,7 +224,10 @@ class WebhookConfig:
         # No "secret_token_file is required" here: the secret may also come from systemd's
         # credential directory or the environment, which only `read_webhook_secret` can see.
         _positive(self.timestamp_tolerance, "webhook.timestamp_tolerance")
+        # Zoom's guide refuses events older than 5 minutes; past an hour the check means little.
+        _at_most(self.timestamp_tolerance, HOUR, "webhook.timestamp_tolerance", "an hour")
         _positive(self.max_body_bytes, "webhook.max_body_bytes")
+        _at_most(self.max_body_bytes, 64 << 20, "webhook.max_body_bytes", "64 MiB")
 
 
 LOCK_MODES: Final = ("COMPLIANCE", "GOVERNANCE", "none")
@@ -243,10 +263,13 @@ class ReplicaConfig:
                 key="replica.lock_mode",
             )
         _positive(self.retention_days, "replica.retention_days")
+        # S3 Object Lock's own ceiling is 100 years.
+        _at_most(self.retention_days, 36500, "replica.retention_days", "36500 (100 years)")
         _positive(self.max_lag, "replica.max_lag")
+        _at_most(self.max_lag, DAY, "replica.max_lag", "a day")
         if not MIN_CHUNK_BYTES <= self.chunk_max_bytes <= MAX_CHUNK_BYTES:
             raise ConfigError(
-                f"{self.chunk_max_bytes} is outside {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES} "
+                f"{_shown(self.chunk_max_bytes)} is outside {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES} "
                 "(a chunk is one PUT)",
                 key="replica.chunk_max_bytes",
             )
@@ -337,16 +360,24 @@ def zoom_url_problem(url: str) -> str | None:
     The client secret goes to `oauth_url` and the bearer token to `api_url`, so both must be
     https; plain http only to a loopback host (the simulator), where nothing leaves the machine.
     """
+    # urllib and yarl (which aiohttp sends with) read a backslash, a space or a control
+    # character differently ("http://evil.com\\@127.0.0.1/" is loopback to urllib, evil.com
+    # to yarl): refuse them, and plain http goes only where both parsers see loopback.
+    if any(c == "\\" or c.isspace() or not c.isprintable() for c in url):
+        return f"{url!r} holds a backslash, a space or a control character"
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        client_host = yarl.URL(url).raw_host or ""
     except ValueError:
         return f"{url!r} is not a valid URL"
     if parts.scheme not in ("https", "http"):
         return f"{url!r} is not an http(s) URL"
     if not host:
         return f"{url!r} has no host"
-    if parts.scheme == "http" and not _is_loopback_host(host):
+    if parts.scheme == "http" and not (
+        _is_loopback_host(host) and _is_loopback_host(client_host.split("%")[0])
+    ):
         return (
             f"{url!r} is plain http to a host that is not loopback: the client secret and "
             "tokens must travel over https (http only to 127.0.0.0/8, ::1 or localhost)"
@@ -381,12 +412,29 @@ def _is_loopback_host(host: str) -> bool:
 
 def _positive(value: float, key: str) -> None:
     if value <= 0:
-        raise ConfigError(f"{value} must be greater than 0", key=key)
+        raise ConfigError(f"{_shown(value)} must be greater than 0", key=key)
+
+
+MINUTE: Final = 60
+HOUR: Final = 60 * MINUTE
+DAY: Final = 24 * HOUR
+
+
+def _at_most(value: float, limit: float, key: str, what: str) -> None:
+    """Every number has a ceiling: a huge finite value is as wrong as inf (a lookback of 1e11 s
+    overflows date arithmetic; a tolerance of 1e300 s turns replay protection off)."""
+    if value > limit:
+        raise ConfigError(f"{_shown(value)} is more than {what}", key=key)
+
+
+def _shown(value: float) -> str:
+    text = str(value)
+    return text if len(text) <= 24 else f"a number of {len(text)} digits"
 
 
 def _non_negative(value: float, key: str) -> None:
     if value < 0:
-        raise ConfigError(f"{value} must not be negative", key=key)
+        raise ConfigError(f"{_shown(value)} must not be negative", key=key)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -489,10 +537,15 @@ def _convert(value: Any, hint: Any, key: str) -> Any:  # noqa: PLR0911, PLR0912 
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"must be a number, not {_tname(value)}", key=key)
         # TOML allows nan and inf: nan passes every `<=` range check (a nan staleness tolerance
-        # would turn the webhook's replay protection off) and inf breaks date arithmetic.
-        if not math.isfinite(value):
+        # would turn the webhook's replay protection off) and inf breaks date arithmetic. An
+        # integer literal beyond a float's range is refused here too (float() overflows).
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ConfigError(f"{_shown(value)} is too large", key=key) from None
+        if not math.isfinite(number):
             raise ConfigError(f"{value} is not a finite number", key=key)
-        return float(value)
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"must be a string, not {_tname(value)}", key=key)

@@ -236,6 +236,82 @@ def test_cli_exits_2_on_an_infinite_lookback(tmp_path: Path) -> None:
     assert f"{path}: sync.lookback: inf is not a finite number" in proc.stderr
 
 
+def number_keys(cls: type[Any] = Config, prefix: str = "") -> list[str]:
+    """Every int or float key (bool excluded), from the dataclasses' hints."""
+    keys = []
+    for name, hint in get_type_hints(cls).items():
+        if name == "source":
+            continue
+        options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            keys += number_keys(hint, f"{prefix}{name}.")
+        elif float in options or int in options:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+NUMBER_KEYS = number_keys()
+HUGE_INTEGER = "9" * 400  # beyond a float's range: float() overflows
+
+
+def test_the_number_key_walk_finds_ints_and_floats() -> None:
+    assert {"sync.workers", "sync.lookback", "replica.retention_days"} <= set(NUMBER_KEYS)
+
+
+@pytest.mark.parametrize("value", ["1e300", "1e11", HUGE_INTEGER])
+@pytest.mark.parametrize("key", NUMBER_KEYS)
+def test_every_number_key_has_a_ceiling(tmp_path: Path, key: str, value: str) -> None:
+    # A huge finite number is as wrong as inf: a lookback of 1e11 s overflowed discovery's
+    # date arithmetic, a timestamp tolerance of 1e300 s turned replay protection off.
+    path = write(tmp_path, f"{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert HUGE_INTEGER not in message  # named by its size, not printed
+    assert len(message) < len(str(path)) + 200, message
+
+
+@pytest.mark.parametrize(
+    ("key", "largest"),
+    [
+        ("archive.checkpoint_interval", 7 * 86400),
+        ("sync.poll_interval", 86400),
+        ("sync.workers", 256),
+        ("sync.lookback", 366 * 86400),
+        ("sync.shutdown_grace", 3600),
+        ("downloads.max_bytes", 1 << 40),
+        ("downloads.refresh_margin", 86400),
+        ("downloads.min_rate", 1 << 30),
+        ("webhook.timestamp_tolerance", 3600),
+        ("webhook.max_body_bytes", 64 << 20),
+        ("replica.retention_days", 36500),
+        ("replica.max_lag", 86400),
+    ],
+)
+def test_each_ceiling_is_where_config_example_says(tmp_path: Path, key: str, largest: int) -> None:
+    section, name = key.rsplit(".", 1)
+    config = load_config(write(tmp_path, f"{key} = {largest}\n"))
+    assert getattr(getattr(config, section), name) == largest
+    with pytest.raises(ConfigError, match=r"is more than"):
+        load_config(write(tmp_path, f"{key} = {largest + 1}\n"))
+
+
+def test_cli_exits_2_on_a_huge_finite_lookback(tmp_path: Path) -> None:
+    # Before the ceiling, 1e11 passed the check and the second pass crashed in discovery.
+    path = write(tmp_path, '[zoom]\naccount_id = "a"\nclient_id = "c"\n[sync]\nlookback = 1e11\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "archiver", "run", "--config", str(path), "--once"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ZOOM_CLIENT_SECRET": "x"},
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path}: sync.lookback: 100000000000.0 is more than 366 days" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 # --- Zoom URLs: https, or http to loopback only -------------------------------------------
 
 
@@ -267,6 +343,13 @@ def test_cli_exits_2_on_an_infinite_lookback(tmp_path: Path) -> None:
         ("https://", "has no host"),
         ("http:///v2", "has no host"),
         ("http://[::1/v2", "not a valid URL"),
+        # urllib sees 127.0.0.1 here, yarl (aiohttp) sees evil.com: refused before either.
+        ("http://evil.com\\@127.0.0.1:9/oauth/token", "backslash"),
+        ("https://zoom.us/oauth/token\\x", "backslash"),
+        ("http://127.0.0.1 /v2", "a space"),
+        ("http://127.0.0.1/v2\t", "a space"),
+        ("http://127.0.0.1/v2\x00", "control character"),
+        ("http://[::1%25eth0]:80/v2", None),
     ],
 )
 def test_zoom_url_rule(url: str, fragment: str | None) -> None:
