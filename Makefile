@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a package of its own.
+NOVENV := $(PYTHON) cannot make a virtualenv with pip (Debian/Ubuntu: sudo apt-get install python3-venv), then run make again
 
 .PHONY: help venv demo test check lint format typecheck pytest soak bench lock clean system-deps mutate
 
@@ -21,7 +23,8 @@ help:
 $(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "Python 3.11 or newer is required (found: $$($(PYTHON) --version)); set PYTHON=python3.11" >&2; exit 2; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "$(NOVENV)" >&2; exit 2; }
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); echo "$(NOVENV)" >&2; exit 2; }
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@

@@ -40,7 +40,7 @@ from bench.harness import (
 from bench.report import Goal, Row, figure
 
 CURL: Final = shutil.which("curl") or "/usr/bin/curl"
-# aria2c, the other baseline, where installed (apt-get install aria2; .ci/run does).
+# aria2c, the other baseline, where installed (scripts/system-deps installs it).
 ARIA2C: Final = shutil.which("aria2c")
 MB: Final = 1e6
 

@@ -1,10 +1,10 @@
 """The systemd units in deploy/: systemd's own analyzer on them, the directives we promise, and
 MemoryDenyWriteExecute= tried against our real dependency set.
 
-systemd-analyze must be installed (.ci/run installs it): these tests fail, never skip, without
-it. `verify` runs with --root on a scratch tree holding the host's stock units, our units byte
-for byte, and a stub at ExecStart's path, so the units are checked exactly as shipped (ExecStart
-included) without installing anything on this machine.
+systemd-analyze must be installed (scripts/system-deps, run by `make test`, installs it): these
+tests fail, never skip, without it. `verify` runs with --root on a scratch tree holding the
+host's stock units, our units byte for byte, and a stub at ExecStart's path, so the units are
+checked exactly as shipped (ExecStart included) without installing anything on this machine.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def analyze() -> str:
     path = shutil.which("systemd-analyze")
     if path is None:
         pytest.fail(
-            "systemd-analyze not found: install systemd's tools (apt-get install systemd; "
-            ".ci/run does this) to check the units in deploy/"
+            "systemd-analyze not found: run `sudo scripts/system-deps` (make test does, as root) "
+            "to check the units in deploy/"
         )
     return path
 

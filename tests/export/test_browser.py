@@ -24,7 +24,7 @@ HOSTILE = '<script>document.title="pwned"</script>'
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     browser = shutil.which("chromium")
     if browser is None:
-        pytest.fail("chromium is missing: apt-get install -y chromium (see .ci/run)")
+        pytest.fail("chromium is missing: run `sudo scripts/system-deps` (make test does, as root)")
     return subprocess.run(
         [
             browser,
