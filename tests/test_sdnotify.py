@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import shutil
 import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from structlog.testing import capture_logs
@@ -22,6 +24,8 @@ from archiver.store.layout import prepare_root
 from archiver.store.state import State
 from archiver.store.writer import ManifestWriter
 from tests.store.conftest import message
+
+T = TypeVar("T")
 
 
 class Receiver:
@@ -187,18 +191,87 @@ def test_watchdog_interval(usec: str | None, pid: str | None, expected: float | 
     assert Notifier(env).watchdog_interval() == expected
 
 
-async def test_watchdog_loop_pings_until_stopped(receiver: Receiver) -> None:
-    notifier = receiver.notifier(WATCHDOG_USEC="100000")  # 0.1 s: a ping every 0.05 s
-    stop = asyncio.Event()
-    task = asyncio.create_task(watchdog_loop(notifier, stop))
-    await asyncio.sleep(0.3)
-    stop.set()
-    await asyncio.wait_for(task, timeout=0.2)  # returns promptly, not after a full period
-    pings = receiver.drain()
-    assert 3 <= len(pings) <= 8  # about 6; loose for a loaded CI machine
-    assert set(pings) == {b"WATCHDOG=1"}
-    await asyncio.sleep(0.15)
-    assert receiver.drain() == []
+class _VirtualSelector(selectors.DefaultSelector):
+    """A selector whose idle waits cost no wall time: when nothing is ready, it moves its
+    clock on by the wait the loop asked for (to the loop's next timer) and returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:  # no timer at all: only I/O can wake the loop, wait for it
+            return super().select(None)
+        self.now += timeout
+        return []
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock: `loop.time()` starts at 0 and moves only when the loop
+    would otherwise sleep, straight to the next timer. `asyncio.sleep`, `wait_for` and
+    `timeout` keep their meaning; a test reads exact times, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self._virtual = _VirtualSelector()
+        super().__init__(self._virtual)
+
+    def time(self) -> float:
+        return self._virtual.now
+
+
+def run_virtual(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        return runner.run(main())
+
+
+def test_the_virtual_clock_moves_only_while_the_loop_waits() -> None:
+    # The tests below rely on it: an hour's sleep is an hour on the loop's clock, at once;
+    # work that does not wait leaves the clock where it was.
+    async def main() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(0)
+        before = loop.time()
+        await asyncio.sleep(3600)
+        return before, loop.time()
+
+    assert run_virtual(main) == (0.0, 3600.0)
+
+
+def test_watchdog_loop_pings_every_half_interval_until_stopped(receiver: Receiver) -> None:
+    # On the virtual clock each ping's time is exact: one at once, then one every
+    # WATCHDOG_USEC / 2. Fails on a wrong period (other times, another count), a first ping
+    # only after a wait, a ping that does not reach the socket, a ping after `stop`, and a
+    # loop that notices `stop` only at its next period (the clock would move on).
+    async def main() -> tuple[list[float], list[bytes], float, list[bytes]]:
+        loop = asyncio.get_running_loop()
+        notifier = receiver.notifier(WATCHDOG_USEC="100000")  # 0.1 s: a ping every 0.05 s
+        sent: list[float] = []
+        ping = notifier.watchdog
+
+        def watchdog() -> bool:
+            sent.append(loop.time())
+            return ping()
+
+        notifier.watchdog = watchdog  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        task = asyncio.create_task(watchdog_loop(notifier, stop))
+        await asyncio.sleep(0.325)  # virtual seconds: between the pings of 0.30 and 0.35
+        pings = receiver.drain()
+        stop.set()
+        stopped_at = loop.time()
+        await asyncio.wait_for(task, timeout=10)  # a guard against a hang, nothing more
+        waited = loop.time() - stopped_at
+        await asyncio.sleep(0.15)  # a whole period and more after `stop`
+        return sent, pings, waited, receiver.drain()
+
+    sent, pings, waited, after_stop = run_virtual(main)
+    assert sent == pytest.approx([0.0, 0.05, 0.10, 0.15, 0.20, 0.25, 0.30])
+    assert pings == [b"WATCHDOG=1"] * 7
+    assert waited == 0.0  # `stop` ended the wait at once, not at the end of a period
+    assert after_stop == []
 
 
 async def test_watchdog_loop_stops_pinging_while_the_loop_is_stuck(receiver: Receiver) -> None:
@@ -223,16 +296,26 @@ async def test_watchdog_loop_stops_pinging_while_the_loop_is_stuck(receiver: Rec
         {"NOTIFY_SOCKET": "@x", "WATCHDOG_USEC": "100000", "WATCHDOG_PID": "1"},
     ],
 )
-async def test_watchdog_loop_returns_at_once_when_off(env: dict[str, str]) -> None:
-    await asyncio.wait_for(watchdog_loop(Notifier(env), asyncio.Event()), timeout=0.1)
+def test_watchdog_loop_returns_at_once_when_off(env: dict[str, str]) -> None:
+    # Fails on a loop that, off, waits at all (a first period, a sleep, a wait for `stop`):
+    # the virtual clock would move on, or, waiting for ever, the guard's 10 s would raise.
+    async def main() -> float:
+        await asyncio.wait_for(watchdog_loop(Notifier(env), asyncio.Event()), timeout=10)
+        return asyncio.get_running_loop().time()
+
+    assert run_virtual(main) == 0.0
 
 
-async def test_watchdog_loop_with_stop_already_set(receiver: Receiver) -> None:
-    stop = asyncio.Event()
-    stop.set()
-    await asyncio.wait_for(
-        watchdog_loop(receiver.notifier(WATCHDOG_USEC="100000"), stop), timeout=0.1
-    )
+def test_watchdog_loop_with_stop_already_set(receiver: Receiver) -> None:
+    # Fails on a loop that pings once before looking at `stop`, or waits a period first.
+    async def main() -> float:
+        stop = asyncio.Event()
+        stop.set()
+        notifier = receiver.notifier(WATCHDOG_USEC="100000")
+        await asyncio.wait_for(watchdog_loop(notifier, stop), timeout=10)
+        return asyncio.get_running_loop().time()
+
+    assert run_virtual(main) == 0.0
     assert receiver.drain() == []
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -217,16 +218,30 @@ async def test_a_hung_upload_shows_as_lag_and_never_holds_catch_up(
     config = configure(s3, locked_bucket, tmp_path, max_lag=0.4)
     hand = Hand(tmp_path / "archive")
     hand.add({"kind": "event", "event": "start"}, datetime.now(UTC) - timedelta(seconds=30))
+    loop = asyncio.get_running_loop()
+    events: list[tuple[str, float]] = []  # what happened, on the loop's (monotonic) clock
     async with s3.client() as c:
 
         async def stalled(**kw: object) -> None:  # took the request, never answers
-            await asyncio.Event().wait()
+            events.append(("put", loop.time()))
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                events.append(("put cut off", loop.time()))
+                raise
 
         c.put_object = stalled
         replicator = Replicator(config.replica, hand.root, c, durable_seq=lambda: hand.seq)
-        began = time.monotonic()
-        assert not await asyncio.wait_for(replicator.catch_up(time.monotonic() + 2), 30)
-        assert time.monotonic() - began < 20
+        deadline = time.monotonic() + 2
+        # 30 s guards against a hang only: had the guard, not catch_up, cut the PUT off,
+        # wait_for would raise TimeoutError here.
+        assert not await asyncio.wait_for(replicator.catch_up(deadline), 30)
+        events.append(("catch_up returned", loop.time()))
+        # The one hung PUT was cut off at catch_up's deadline, not before, and catch_up returned
+        # right after it: not held by the PUT (which never answers), not by a retry of it, nor
+        # by the upload's own timeout (CALL_TIMEOUT, 60 s, past the guard's 30).
+        assert [what for what, _ in events] == ["put", "put cut off", "catch_up returned"]
+        assert events[1][1] >= deadline - time.get_clock_info("monotonic").resolution
         telemetry = Telemetry(poll_interval=60)
         telemetry.replica = replicator
         hand.add({"kind": "event", "event": "note"}, datetime.now(UTC))
@@ -271,23 +286,43 @@ async def test_a_resume_onto_a_weaker_or_unhashed_object_is_a_conflict(
             )
 
 
+@dataclasses.dataclass
+class Trickle:
+    url: str
+    asked: int = 0  # requests read
+    answered: int = 0  # answers sent whole (each would take 10,000 s)
+
+
 @contextlib.asynccontextmanager
-async def trickle() -> AsyncIterator[str]:
+async def trickle() -> AsyncIterator[Trickle]:
     """A loopback 'S3' that answers a byte every second: no socket read ever times out."""
+    slow = Trickle("")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             await reader.readuntil(b"\r\n\r\n")
+            slow.asked += 1
             for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10000:
                 writer.write(bytes([byte]))
                 await writer.drain()
                 await asyncio.sleep(1.0)
+            slow.answered += 1
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    slow.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        yield slow
     finally:
         server.close()
+
+
+def archived_messages(root: Path) -> int:
+    return sum(
+        json.loads(line)["kind"] == "message"
+        for segment in sorted((root / "manifest").glob("*.jsonl"))
+        for line in segment.read_bytes().splitlines()
+        if line.strip()
+    )
 
 
 async def test_a_slow_bucket_never_keeps_the_daemon_from_archiving(
@@ -297,17 +332,24 @@ async def test_a_slow_bucket_never_keeps_the_daemon_from_archiving(
     is "unreachable now" and ROOT opens (fails on ede5084: still in the check for ever)."""
     monkeypatch.setattr(service, "CHECK_TIMEOUT", 2.0)
     sim_config = SimulatorConfig(seed=5, sessions=2, history_days=5, attachment_probability=0)
-    async with Simulator(sim_config) as sim, trickle() as url:
-        extra = replica_section(s3, "slow", tmp_path).replace(s3.endpoint_url, url)
+    async with Simulator(sim_config) as sim, trickle() as slow:
+        extra = replica_section(s3, "slow", tmp_path).replace(s3.endpoint_url, slow.url)
         config = load(write_config(tmp_path, sim, extra=extra))
         stop = asyncio.Event()
         run = asyncio.create_task(daemon.run(config, once=False, stop=stop))
         try:
-            for _ in range(150):
-                if (config.root / "manifest").is_dir() or run.done():
+            archived = 0
+            for _ in range(600):  # 60 s: a guard against a hang, not a measure
+                if (config.root / "manifest").is_dir():
+                    archived = archived_messages(config.root)
+                if archived or run.done():
                     break
                 await asyncio.sleep(0.1)
-            assert (config.root / "manifest").is_dir()
+            # Messages reached the manifest while the bucket held the start-up check's request
+            # unanswered (a whole answer takes 10,000 s): the check asked the slow bucket, and
+            # archiving did not wait for it.
+            assert archived > 0, "no message was archived"
+            assert slow.asked >= 1 and slow.answered == 0, slow
         finally:
             stop.set()
             with contextlib.suppress(TimeoutError):
