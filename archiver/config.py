@@ -18,7 +18,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import UnionType
 from typing import Any, Final, Union, get_args, get_origin, get_type_hints
@@ -83,6 +83,7 @@ class ArchiveConfig:
 
     def __post_init__(self) -> None:
         _positive(self.checkpoint_interval, "archive.checkpoint_interval")
+        _at_least(self.checkpoint_interval, 1, "archive.checkpoint_interval", "a second")
         _at_most(self.checkpoint_interval, 7 * DAY, "archive.checkpoint_interval", "a week")
 
 
@@ -107,11 +108,19 @@ class SyncConfig:
                 key="sync.session_type",
             )
         try:
-            date.fromisoformat(self.history_start)
+            start = date.fromisoformat(self.history_start)
         except ValueError:
             raise ConfigError(
                 f"{self.history_start!r} is not a date (YYYY-MM-DD)", key="sync.history_start"
             ) from None
+        # A start after today lists nothing and the first walk is then over: refused, not
+        # taken (a typo such as 2062 would otherwise archive nothing and exit 0). A day of
+        # slack for time zones.
+        if start > datetime.now(UTC).date() + timedelta(days=1):
+            raise ConfigError(
+                f"{self.history_start!r} is in the future: discovery would list nothing",
+                key="sync.history_start",
+            )
         if self.count < 1:
             raise ConfigError(
                 f"{_shown(self.count)} is below Zoom's minimum of 1", key="sync.count"
@@ -122,6 +131,7 @@ class SyncConfig:
                 key="sync.count",
             )
         _positive(self.poll_interval, "sync.poll_interval")
+        _at_least(self.poll_interval, 0.1, "sync.poll_interval", "0.1 s")
         _at_most(self.poll_interval, DAY, "sync.poll_interval", "a day")
         _positive(self.workers, "sync.workers")
         _at_most(self.workers, MAX_SYNC_WORKERS, "sync.workers", f"{MAX_SYNC_WORKERS}")
@@ -146,9 +156,9 @@ class RateLimitConfig:
             raise ConfigError(
                 f"{self.plan!r} is not one of {', '.join(PLANS)}", key="rate_limits.plan"
             )
-        if not 0 < self.share <= 1:
+        if not 0.01 <= self.share <= 1:
             raise ConfigError(
-                f"{self.share} is outside (0, 1]: it is the fraction of the account's budget "
+                f"{self.share} is outside [0.01, 1]: it is the fraction of the account's budget "
                 "this daemon may use",
                 key="rate_limits.share",
             )
@@ -219,6 +229,11 @@ class WebhookConfig:
 
     def __post_init__(self) -> None:
         parse_listen(self.listen, "webhook.listen")
+        if any(c in self.path for c in "{}") or not self.path.isprintable():
+            # aiohttp reads {name} as a variable part of the route: a wildcard, or an error.
+            raise ConfigError(
+                f"{self.path!r}: a path without braces or control characters", key="webhook.path"
+            )
         if not self.path.startswith("/"):
             raise ConfigError(f"{self.path!r} must start with '/'", key="webhook.path")
         # No "secret_token_file is required" here: the secret may also come from systemd's
@@ -266,6 +281,7 @@ class ReplicaConfig:
         # S3 Object Lock's own ceiling is 100 years.
         _at_most(self.retention_days, 36500, "replica.retention_days", "36500 (100 years)")
         _positive(self.max_lag, "replica.max_lag")
+        _at_least(self.max_lag, 0.1, "replica.max_lag", "0.1 s")
         _at_most(self.max_lag, DAY, "replica.max_lag", "a day")
         if not MIN_CHUNK_BYTES <= self.chunk_max_bytes <= MAX_CHUNK_BYTES:
             raise ConfigError(
@@ -341,7 +357,12 @@ class Config:
 def parse_listen(value: str, key: str) -> tuple[str, int]:
     """`host:port` (IPv6 as `[::1]:port`) -> (host, port)."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port_text.isascii() and port_text.isdigit())
+        or not 0 <= int(port_text) <= 65535
+    ):
         raise ConfigError(f"{value!r} is not host:port", key=key)
     host = host.strip("[]")
     try:
@@ -420,6 +441,12 @@ HOUR: Final = 60 * MINUTE
 DAY: Final = 24 * HOUR
 
 
+def _at_least(value: float, limit: float, key: str, what: str) -> None:
+    """A floor where a tiny positive value would spin (a checkpoint per line) or stall."""
+    if value < limit:
+        raise ConfigError(f"{_shown(value)} is less than {what}", key=key)
+
+
 def _at_most(value: float, limit: float, key: str, what: str) -> None:
     """Every number has a ceiling: a huge finite value is as wrong as inf (a lookback of 1e11 s
     overflows date arithmetic; a tolerance of 1e300 s turns replay protection off)."""
@@ -452,6 +479,14 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError("is a directory, not a TOML file", file=source) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=source) from None
+    except UnicodeDecodeError:
+        raise ConfigError("not valid TOML: the file is not UTF-8", file=source) from None
+    except (ValueError, RecursionError) as exc:  # an integer past Python's digit limit; nesting
+        raise ConfigError(f"not valid TOML: {type(exc).__name__}", file=source) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot be read: {exc.strerror or type(exc).__name__}", file=source
+        ) from None
     try:
         config = config_from_mapping(raw)
     except ConfigError as exc:
@@ -576,6 +611,10 @@ def read_secret_file(path: str | os.PathLike[str], key: str) -> Secret:
         raise ConfigError(f"secret file {path} does not exist", key=key) from None
     except PermissionError:
         raise ConfigError(f"secret file {path} is not readable by this user", key=key) from None
+    except (OSError, ValueError) as exc:  # a path through a file, a loop, too long, a NUL
+        raise ConfigError(
+            f"secret file {str(path)[:200]!r} cannot be opened: {type(exc).__name__}", key=key
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"secret file {path} is not a regular file", key=key)
     if st.st_mode & 0o077:

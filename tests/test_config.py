@@ -75,7 +75,17 @@ def test_example_config_names_every_key() -> None:
         ("[syncc]\ncount = 1\n", "syncc", "unknown key"),
         ("sync = 3\n", "sync", "must be a table"),
         ('[rate_limits]\nplan = "enterprise"\n', "rate_limits.plan", "not one of"),
-        ("[rate_limits]\nshare = 1.5\n", "rate_limits.share", "outside (0, 1]"),
+        ("[rate_limits]\nshare = 1.5\n", "rate_limits.share", "outside [0.01, 1]"),
+        # a millionth of the budget made --once wait for hours without a word
+        ("[rate_limits]\nshare = 1e-6\n", "rate_limits.share", "outside [0.01, 1]"),
+        # a checkpoint per manifest line, and an idle daemon spinning on the checkpointer
+        ("[archive]\ncheckpoint_interval = 1e-300\n", "archive.checkpoint_interval", "less than"),
+        ("[sync]\npoll_interval = 1e-300\n", "sync.poll_interval", "less than"),
+        ("[replica]\nmax_lag = 1e-9\n", "replica.max_lag", "less than"),
+        # aiohttp reads {name} as a variable route part: a wildcard, or a crash at start
+        ('[webhook]\npath = "/{x}"\n', "webhook.path", "without braces"),
+        ('[webhook]\npath = "/{x:[}"\n', "webhook.path", "without braces"),
+        ('[metrics]\nlisten = "127.0.0.1:\u00b2"\n', "metrics.listen", ""),
         ('[rate_limits.labels]\nsync = "extreme"\n', "rate_limits.labels.sync", "not one of"),
         ('[rate_limits.labels]\nfoo = "heavy"\n', "rate_limits.labels.foo", "unknown endpoint"),
         ('[downloads]\nallowed_schemes = ["ftp"]\n', "downloads.allowed_schemes", "ftp"),
@@ -218,8 +228,9 @@ def test_float_keys_refuse_nan_and_infinity(tmp_path: Path, key: str, value: str
 @pytest.mark.parametrize("key", FLOAT_KEYS)
 def test_float_keys_take_finite_numbers(tmp_path: Path, key: str) -> None:
     section, name = key.rsplit(".", 1)
-    config = load_config(write(tmp_path, f"{key} = 0.5\n"))
-    assert getattr(getattr(config, section), name) == 0.5
+    value = 1.5 if key == "archive.checkpoint_interval" else 0.75  # above each floor
+    config = load_config(write(tmp_path, f"{key} = {value}\n"))
+    assert getattr(getattr(config, section), name) == value
 
 
 def number_keys(cls: type[Any] = Config, prefix: str = "") -> list[str]:
@@ -402,3 +413,36 @@ async def test_simulator_configs_of_tests_demo_and_bench_still_load(tmp_path: Pa
         for path in paths:
             config = load_config(path)
             assert (config.zoom.api_url, config.zoom.oauth_url) == (sim.api_url, sim.oauth_url)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'[sync]\nsession_type = "\xff"\n', "not UTF-8"),
+        (b"[sync]\nworkers = " + b"9" * 5000 + b"\n", "not valid TOML"),  # past int's digit limit
+        (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "not valid TOML"),  # nesting
+    ],
+)
+def test_a_file_toml_cannot_hold_is_a_config_error(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    # Each raised a traceback (exit 1: a restart loop under systemd) instead of exit 2.
+    path = tmp_path / "zsa.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=problem):
+        load_config(path)
+
+
+@pytest.mark.parametrize("where", ["through_a_file", "nul", "too_long"])
+def test_a_secret_path_that_cannot_be_opened_is_a_config_error(tmp_path: Path, where: str) -> None:
+    from archiver.config import read_secret_file
+
+    (tmp_path / "file").write_text("x")
+    path = {
+        "through_a_file": str(tmp_path / "file" / "secret"),
+        "nul": str(tmp_path / "se\0cret"),
+        "too_long": str(tmp_path / ("s" * 5000)),
+    }[where]
+    with pytest.raises(ConfigError, match="cannot be opened") as info:
+        read_secret_file(path, "zoom.client_secret_file")
+    assert len(str(info.value)) < 400

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from archiver.config import Config
@@ -52,6 +52,8 @@ CLOCK_SKEW = timedelta(minutes=5)
 SAME_SECOND_MARGIN = timedelta(seconds=5)
 META_WALKED_TO = "discovery_walked_to"
 META_WATERMARK = "discovery_watermark"
+# The history_start discovery has walked from: a config moved earlier later is walked back to.
+META_HISTORY_FROM = "discovery_history_from"
 # Windows to list again at the next poll: the list kept moving while they were paged.
 META_RELIST = "discovery_relist"
 # Zoom documents only an opaque next_page_token: if it pages by offset, a session that moves
@@ -300,8 +302,11 @@ class Supervisor:
         for raw in json.loads(self._state.get_meta(META_RELIST) or "[]"):
             window = (datetime.fromisoformat(raw[0]), datetime.fromisoformat(raw[1]))
             seen.append((window, await self._list_window(*window)))
+        history_from = self._state.get_meta(META_HISTORY_FROM)
+        wanted_from = self._config.sync.history_start_date.isoformat()
         if watermark is None:
             # First walk (resumable): every month from history_start to now.
+            self._state.set_meta(META_HISTORY_FROM, wanted_from)
             begin = day_start(self._config.sync.history_start_date)
             if walked_to:
                 begin = datetime.fromisoformat(walked_to) + timedelta(seconds=1)
@@ -312,6 +317,22 @@ class Supervisor:
                 # Never past our own start: a resumed walk must list from there on again.
                 self._state.set_meta(META_WALKED_TO, min(window[1], started).isoformat())
         else:
+            if history_from is None:  # an archive from before the key: walked from this one
+                history_from = wanted_from
+                self._state.set_meta(META_HISTORY_FROM, history_from)
+            if wanted_from < history_from:
+                # history_start moved earlier since the first walk: walk the months between
+                # (resumable: the key moves only once they are all listed).
+                self._log.info("discovery_history_extended", start=wanted_from, was=history_from)
+                older = month_windows(
+                    day_start(date.fromisoformat(wanted_from)),
+                    day_start(date.fromisoformat(history_from)) - timedelta(seconds=1),
+                )
+                for window in older:
+                    if self._stop.is_set():
+                        return
+                    seen.append((window, await self._list_window(*window)))
+                self._state.set_meta(META_HISTORY_FROM, wanted_from)
             lookback = timedelta(seconds=self._config.sync.lookback)
             since = datetime.fromisoformat(watermark) - lookback
             for window in month_windows(since, started + CLOCK_SKEW):

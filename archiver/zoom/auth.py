@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
 from archiver.config import Secret
 from archiver.errors import ZoomTransientError
@@ -59,25 +60,30 @@ def regional_api_base(configured: str, token_api_url: str | None) -> str:
     return f"{token_parts.scheme}://{token_parts.netloc}{path}"
 
 
-def regional_refusal(configured: str, token_api_url: str) -> str | None:
+def regional_refusal(configured: str, token_api_url: str) -> str | None:  # noqa: PLR0911
     """Why the token's `api_url` is not used (None: it is, or it names the configured host).
 
     Only `https` on `zoom.us` or a subdomain, with no user info; the configured scheme and
     host themselves are always acceptable (and change nothing).
     """
+    # A backslash, space or control character is read one way by urllib and another by yarl
+    # (which sends): "https://evil.com\\.zoom.us" is a zoom.us host to one only.
+    if any(c == "\\" or c.isspace() or not c.isprintable() for c in token_api_url):
+        return "not a URL"
     try:
         # urlsplit itself raises ValueError for some netlocs (one that NFKC changes, as a
         # fullwidth solidus), `port` for a malformed port: then the reply is not a URL.
         parts, mine = urlsplit(token_api_url), urlsplit(configured)
         host = (parts.hostname or "").lower()
         parts.port  # noqa: B018 - raises ValueError for a malformed port
+        sent_to = (yarl.URL(token_api_url).raw_host or "").lower()
     except ValueError:
         return "not a URL"
     if (parts.scheme, parts.netloc) == (mine.scheme, mine.netloc):
         return None
     if parts.scheme != "https":
         return "not https"
-    if "@" in parts.netloc or not host or not host.isascii():
+    if "@" in parts.netloc or not host or not host.isascii() or sent_to != host:
         return "not a plain host"
     if host != ZOOM_DOMAIN and not host.endswith("." + ZOOM_DOMAIN):
         return f"not a {ZOOM_DOMAIN} host"

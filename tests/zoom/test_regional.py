@@ -34,6 +34,11 @@ CONFIGURED = "https://api.zoom.us/v2"
         ("//api-eu.zoom.us", CONFIGURED),
         ("https://api\uff0f.zoom.us", CONFIGURED),  # urlsplit raises ValueError (NFKC)
         ("https://\u0430pi.zoom.us", CONFIGURED),  # a Cyrillic a: not a plain ASCII host
+        # urllib reads a zoom.us host, yarl (which sends) another or none (review of issue 13)
+        ("https://evil.com\\.zoom.us", CONFIGURED),
+        ("https://evil.com\\@api.zoom.us", CONFIGURED),
+        ("https://api.zoom.us\t", CONFIGURED),
+        ("https://api-eu.zoom.us /v2", CONFIGURED),
     ],
 )
 def test_regional_api_base(token_api_url: str | None, expected: str) -> None:
