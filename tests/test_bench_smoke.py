@@ -63,7 +63,8 @@ def _counts(text: str, pattern: str) -> tuple[int, ...]:
 # a duration, a CPU time or a memory size: finite and above zero.
 COUNTS = ("429 answers", "not archived", "events not acknowledged")  # whole numbers >= 0
 # Finite and >= 0: a CPU time read in /proc clock ticks (10 ms) can be 0 over a short span, a
-# share of 429s is 0 when none came, an archiving rate is 0 when all lines share one `at`.
+# share of 429s is 0 when none came. Not a rate or a throughput (messages per second, per
+# CPU-second): above zero, as every figure not named here.
 ZERO_OR_MORE = (
     "simulator load",
     "SeaweedFS load",
@@ -74,10 +75,11 @@ ZERO_OR_MORE = (
     "rclone CPU",
     "429 answers / requests",
     "  of which sync",
-    "archiving rate",
 )
-# Creation-to-archive latencies: >= 0, and infinite when a message never arrived (each row's
-# checks below tie that to its count of messages not archived).
+# Creation-to-archive latencies (rows 8a, 8b): above zero, since a message is archived a poll or
+# a webhook round trip after its creation at the soonest, and infinite when it never arrived
+# (each row's checks below tie that to its count of messages not archived). Row 16b's lags
+# (a line durable -> its chunk in the bucket): finite and >= 0.
 LATENCIES = ("p50 ", "p99 ", "max")
 ANY_FINITE = ("growth with the attachment",)  # a difference of two peaks
 
@@ -92,9 +94,9 @@ def _check_kind(row: str, name: str, value: float) -> None:
     assert not math.isnan(value), where
     if name.startswith(COUNTS) and "/" not in name:
         assert value >= 0 and value == int(value), where
-    elif name.startswith(LATENCIES) and row.startswith(("8", "16b")):
-        assert value >= 0, where
-    elif name.startswith(ZERO_OR_MORE):
+    elif name.startswith(LATENCIES) and row.startswith("8"):
+        assert value > 0, where
+    elif name.startswith(ZERO_OR_MORE) or (name.startswith(LATENCIES) and row == "16b"):
         assert math.isfinite(value) and value >= 0, where
     elif name.startswith(ANY_FINITE):
         assert math.isfinite(value), where
@@ -115,16 +117,101 @@ def _check_every_figure(report: dict[str, Any], runs: Callable[[str, str], int])
 def _check_latencies(
     figures: Figures, row: str, p99_name: str, unarrived: str, messages: int
 ) -> None:
-    """p50 <= p99 <= max; the count of messages that never arrived is one of them, and the
-    worst latency is finite exactly when it is 0 (a lost message is infinitely late)."""
+    """0 < p50 <= p99 <= max (no message is archived the instant it is created); the count of
+    messages that never arrived is one of them, and the worst latency is finite exactly when
+    that count is 0 (a lost message is infinitely late)."""
     p50 = _median(figures, row, "p50 ")
     p99 = _median(figures, row, p99_name)
     worst = _median(figures, row, "max")
     lost = _median(figures, row, unarrived)
-    assert 0 <= p50 <= p99 <= worst, (row, p50, p99, worst)
+    assert 0 < p50 <= p99 <= worst, (row, p50, p99, worst)
     assert math.isfinite(p50), (row, p50)  # half the messages at least arrived
     assert 0 <= lost <= messages, (row, lost, messages)
     assert math.isfinite(worst) == (lost == 0), (row, worst, lost)
+
+
+def _report(values: dict[tuple[str, str], float]) -> dict[str, Any]:
+    """A report of one run per figure, as `python -m bench --json` writes it."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for (number, name), value in values.items():
+        fig = {"name": name, "median": value, "min": value, "max": value, "n": 1}
+        rows.setdefault(number, []).append(fig)
+    return {"rows": [{"number": n, "figures": figs} for n, figs in rows.items()]}
+
+
+# A sound report of rows 8a, 8b and 16b (one run each), the figures the checks judge by kind.
+SOUND: dict[tuple[str, str], float] = {
+    ("8a", "p50 creation → durable line"): 0.9,
+    ("8a", "p99 creation → durable line"): 1.8,
+    ("8a", "max"): 1.9,
+    ("8a", "not archived 4 s after the last one"): 0,
+    ("8b", "p50 creation → acknowledged (durable)"): 0.004,
+    ("8b", "p99 creation → acknowledged (durable)"): 0.02,
+    ("8b", "max"): 0.03,
+    ("8b", "p99 creation → line `at` (8a's measure)"): 0.02,
+    ("8b", "events not acknowledged"): 0,
+    ("5", "messages per archiver CPU-second"): 20_000.0,
+    ("5", "messages per wall-second"): 9_000.0,
+    ("6", "curl CPU"): 0.0,  # below a clock tick: may be 0
+    ("16b", "p50 line durable → its chunk in the bucket"): 0.4,
+    ("16b", "max"): 0.9,
+    ("16b", "archiving rate, first to last message line"): 800.0,
+    ("16b", "objects written per 1,000 messages"): 12.0,
+}
+ZERO_LATENCIES_8A = {
+    ("8a", "p50 creation → durable line"): 0.0,
+    ("8a", "p99 creation → durable line"): 0.0,
+    ("8a", "max"): 0.0,
+}
+ZERO_LATENCIES_8B = {
+    ("8b", "p50 creation → acknowledged (durable)"): 0.0,
+    ("8b", "p99 creation → acknowledged (durable)"): 0.0,
+    ("8b", "max"): 0.0,
+}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(ZERO_LATENCIES_8A, id="8a all-zero latencies"),
+        pytest.param(ZERO_LATENCIES_8B, id="8b all-zero latencies"),
+        pytest.param({("8a", "p50 creation → durable line"): 0.0}, id="8a p50 zero"),
+        pytest.param({("8b", "max"): 0.0}, id="8b max zero"),
+        pytest.param({("8a", "p99 creation → durable line"): -0.1}, id="8a p99 negative"),
+        pytest.param({("8a", "max"): math.nan}, id="8a max nan"),
+        pytest.param({("16b", "archiving rate, first to last message line"): 0.0}, id="16b rate 0"),
+        pytest.param({("5", "messages per wall-second"): 0.0}, id="5 throughput 0"),
+        pytest.param({("5", "messages per archiver CPU-second"): 0.0}, id="5 CPU rate 0"),
+        pytest.param({("5", "messages per wall-second"): math.inf}, id="5 throughput inf"),
+        pytest.param({("16b", "max"): math.inf}, id="16b lag inf"),
+        pytest.param({("8a", "not archived 4 s after the last one"): 0.5}, id="count not whole"),
+    ],
+)
+def test_the_checks_refuse_a_broken_report(broken: dict[tuple[str, str], float]) -> None:
+    _check_every_figure(_report(SOUND), lambda _row, _name: 1)  # the sound one passes
+    with pytest.raises(AssertionError):
+        _check_every_figure(_report(SOUND | broken), lambda _row, _name: 1)
+
+
+@pytest.mark.parametrize(
+    ("broken", "row", "p99", "lost"),
+    [
+        (ZERO_LATENCIES_8A, "8a", "p99 creation → durable line", "not archived"),
+        (ZERO_LATENCIES_8B, "8b", "p99 creation → acknowledged", "events not acknowledged"),
+    ],
+)
+def test_the_latency_checks_refuse_all_zero_latencies(
+    broken: dict[tuple[str, str], float], row: str, p99: str, lost: str
+) -> None:
+    _check_latencies(_figures(_report(SOUND)), row, p99, lost, 10)
+    with pytest.raises(AssertionError):
+        _check_latencies(_figures(_report(SOUND | broken)), row, p99, lost, 10)
+    # One message lost: the worst latency is infinite, and must be.
+    (lost_name,) = [name for (n, name) in SOUND if n == row and name.startswith(lost)]
+    late = SOUND | {(row, lost_name): 1, (row, "max"): math.inf}
+    _check_latencies(_figures(_report(late)), row, p99, lost, 10)
+    with pytest.raises(AssertionError):
+        _check_latencies(_figures(_report(SOUND | {(row, lost_name): 1})), row, p99, lost, 10)
 
 
 def test_bench_smoke(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -51,19 +51,50 @@ PATH_METHODS_SAME = {"resolve", "absolute", "expanduser", "with_name", "with_ste
 # to the archiver to prove that it refuses them, and those name no file of ours.
 OS_PATH_CALLS = {"chdir", "listdir", "scandir", "walk", "makedirs", "mkdir", "open", "stat"}
 SHUTIL_PATH_CALLS = {"copy", "copy2", "copyfile", "copytree", "move", "rmtree"}
+# Calls that run a command: each word of their arguments (and their `cwd`) is looked at too.
+SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output", "getoutput"}
+ASYNCIO_SUBPROCESS_CALLS = {"create_subprocess_exec", "create_subprocess_shell"}
+OS_NAMES = {"pardir": "..", "curdir": ".", "sep": "/", "altsep": "/"}
+RUNNERS = {"subprocess": SUBPROCESS_CALLS, "asyncio": ASYNCIO_SUBPROCESS_CALLS}
+SHELL_WORD = re.compile(r"""[\s;&|()<>=:"'`]+""")
+# The user's home is outside the repository as much as its parent is.
+HOME_VARIABLES = {"HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"}
 
 
-def _string(node: ast.AST) -> str | None:
+def _unnamed(_node: ast.AST) -> str | None:
+    return None
+
+
+def _string(
+    node: ast.AST, named: Callable[[ast.AST], str | None] = _unnamed, *, loose: bool = False
+) -> str | None:
     """A string the code spells out: a literal, implicit or `+` concatenations of literals,
-    or an f-string's literal parts (its {fields} as a neutral `x`)."""
+    or an f-string's literal parts (its {fields} as a neutral `x`); `named(node)` is the
+    string a name stands for (os.pardir `..`, os.sep `/`), or None. `loose`: also a `+` of a
+    literal and something else (its other operand as `x`), a `%` or a `.format()` of a
+    literal."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
+    if named(node) is not None:
+        return named(node)
     if isinstance(node, ast.JoinedStr):
-        parts = [_string(v) if isinstance(v, ast.Constant) else "x" for v in node.values]
-        return "".join(p or "" for p in parts)
+        parts = [
+            _string(v.value if isinstance(v, ast.FormattedValue) else v, named) for v in node.values
+        ]
+        return "".join("x" if p is None else p for p in parts)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        left, right = _string(node.left), _string(node.right)
-        return None if left is None or right is None else left + right
+        left = _string(node.left, named, loose=loose)
+        right = _string(node.right, named, loose=loose)
+        if left is not None and right is not None:
+            return left + right
+        if loose and (left is not None or right is not None):
+            return (left or "x") + (right or "x")
+        return None
+    if loose and isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        return _string(node.left, named, loose=loose)
+    func = node.func if isinstance(node, ast.Call) else None
+    if loose and isinstance(func, ast.Attribute) and func.attr == "format":
+        return _string(func.value, named, loose=loose)
     return None
 
 
@@ -87,6 +118,9 @@ class _Climbs(ast.NodeVisitor):
         self.os_path: set[str] = set()  # names standing for os.path
         self.os_path_functions: dict[str, str] = {}  # local name -> os.path function
         self.path_types: set[str] = set(PATH_TYPES)
+        self.os_names: dict[str, str] = {}  # local names for os.pardir, os.sep: their value
+        self.subprocess_names: set[str] = set()  # local names for subprocess.run, ...
+        self.environ_names: set[str] = set()  # local names for os.environ, os.getenv
         self.found: list[str] = []
         self._memo: dict[int, int | None] = {}
         self._parents: dict[int, ast.AST] = {}
@@ -112,7 +146,13 @@ class _Climbs(ast.NodeVisitor):
             module = ".".join([*base, module] if module else base)
         for alias in node.names:
             local = alias.asname or alias.name
-            if module in OS_PATH_MODULES:
+            if alias.name in OS_NAMES and module in {"os", *OS_PATH_MODULES}:
+                self.os_names[local] = OS_NAMES[alias.name]
+            elif module == "os" and alias.name in ("environ", "getenv"):
+                self.environ_names.add(local)
+            elif alias.name in RUNNERS.get(module, ()):
+                self.subprocess_names.add(local)
+            elif module in OS_PATH_MODULES:
                 self.os_path_functions[local] = alias.name
             elif module == "os" and alias.name == "path":
                 self.os_path.add(local)
@@ -137,6 +177,17 @@ class _Climbs(ast.NodeVisitor):
 
     def visit_Assign(self, node: ast.Assign) -> None:
         self.visit(node.value)
+        split = node.value
+        if isinstance(split, ast.Call) and self._is_split(split) and split.args:
+            # head, tail = os.path.split(p): head is p's folder
+            head = self._step(split, self.level(split.args[0]), [".."])
+            for target in node.targets:
+                if isinstance(target, ast.Tuple | ast.List) and target.elts:
+                    self._bind_targets(target.elts[:1], head)
+                    self._bind_targets(target.elts[1:], None)
+                else:
+                    self._bind_targets([target], None)
+            return
         self._bind_targets(node.targets, self.level(node.value))
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
@@ -162,6 +213,8 @@ class _Climbs(ast.NodeVisitor):
             self.level(node)
             self._walks(node)
             self._literals(node)
+            self._home(node)
+            self._commands(node)
         super().visit(node)
 
     def _report(self, node: ast.AST, what: str) -> None:
@@ -203,8 +256,8 @@ class _Climbs(ast.NodeVisitor):
         return []
 
     def _literals(self, node: ast.expr) -> None:
-        for argument in self._path_arguments(node):
-            text = _string(argument)
+        for index, argument in enumerate(self._path_arguments(node)):
+            text = self._text(argument, loose=True)
             if text is None:
                 continue
             parts = _components(text)
@@ -212,11 +265,93 @@ class _Climbs(ast.NodeVisitor):
                 self._report(node, f"'..' in a path: {text!r}")
             if "shared" in parts:
                 self._report(node, f"a shared folder in a path: {text!r}")
+            if index == 0 and parts and parts[0].startswith("~"):  # where expanduser looks
+                self._report(node, f"the user's home in a path: {text!r}")
+
+    def _home(self, node: ast.expr) -> None:
+        """Path.home(), or the value of $HOME (os.environ["HOME"], .get, os.getenv): the
+        user's home, not the repository's."""
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            func = node.func
+            if func.attr == "home" and ast.unparse(func.value) in {
+                *self.path_types,
+                "pathlib.Path",
+            }:
+                self._report(node, f"the user's home: {ast.unparse(node)!r}")
+                return
+        variable: ast.expr | None = None
+        if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+            if self._is_environ(node.value):
+                variable = node.slice
+        elif isinstance(node, ast.Call) and node.args:
+            func = node.func
+            getenv = ast.unparse(func) == "os.getenv" or (
+                isinstance(func, ast.Name) and func.id in self.environ_names
+            )
+            get = isinstance(func, ast.Attribute) and func.attr in ("get", "setdefault")
+            if getenv or (get and self._is_environ(func.value)):  # type: ignore[union-attr]
+                variable = node.args[0]
+        if variable is not None and self._text(variable) in HOME_VARIABLES:
+            self._report(node, f"the user's home: {ast.unparse(node)!r}")
+
+    def _is_environ(self, node: ast.expr) -> bool:
+        return ast.unparse(node) == "os.environ" or (
+            isinstance(node, ast.Name) and node.id in self.environ_names
+        )
+
+    def _commands(self, node: ast.expr) -> None:
+        """A command run (subprocess.run, Popen, check_output, ...): a '..' or a `~` in any
+        word of its arguments or its cwd."""
+        if not (isinstance(node, ast.Call) and self._is_subprocess(node.func)):
+            return
+        words: list[ast.expr] = []
+        for argument in node.args:
+            if isinstance(argument, ast.List | ast.Tuple):
+                words += [e for e in argument.elts if not isinstance(e, ast.Starred)]
+            elif not isinstance(argument, ast.Starred):
+                words.append(argument)
+        words += [k.value for k in node.keywords if k.arg in ("args", "cwd", "executable")]
+        for word in words:
+            text = self._text(word, loose=True)
+            for token in SHELL_WORD.split(text or ""):
+                parts = _components(token)
+                if ".." in parts:
+                    self._report(node, f"'..' in a command: {text!r}")
+                if parts and parts[0].startswith("~"):
+                    self._report(node, f"the user's home in a command: {text!r}")
+
+    def _is_subprocess(self, func: ast.expr) -> bool:
+        if isinstance(func, ast.Name):
+            return func.id in self.subprocess_names
+        if isinstance(func, ast.Attribute):
+            return func.attr in RUNNERS.get(ast.unparse(func.value), ())
+        return False
+
+    def _named(self, node: ast.AST) -> str | None:
+        """What os.pardir, os.sep and their aliases stand for."""
+        if isinstance(node, ast.Name):
+            return self.os_names.get(node.id)
+        if isinstance(node, ast.Attribute) and node.attr in OS_NAMES:
+            os_module = ast.unparse(node.value) == "os" or self._is_os_path(node.value)
+            return OS_NAMES[node.attr] if os_module else None
+        return None
+
+    def _text(self, node: ast.AST, *, loose: bool = False) -> str | None:
+        return _string(node, self._named, loose=loose)
 
     def _is_os_path(self, node: ast.expr) -> bool:
         if isinstance(node, ast.Name):
             return node.id in self.os_path or node.id == "posixpath"
         return ast.unparse(node) == "os.path"
+
+    def _is_split(self, node: ast.Call, name: str = "split") -> bool:
+        """Whether `node` calls os.path.split (or `name`: splitext)."""
+        func = node.func
+        if isinstance(func, ast.Name):
+            return self.os_path_functions.get(func.id) == name
+        return (
+            isinstance(func, ast.Attribute) and func.attr == name and self._is_os_path(func.value)
+        )
 
     # --- the level of a path expression -------------------------------------------------
 
@@ -242,7 +377,7 @@ class _Climbs(ast.NodeVisitor):
     def _joined(self, node: ast.expr, base: ast.expr, rest: list[ast.expr]) -> int | None:
         parts: list[str] = []
         for argument in rest:
-            text = _string(argument)
+            text = self._text(argument)
             if text is None or text.startswith("/"):
                 return None  # a part we cannot read, or a new absolute path
             parts += _components(text)
@@ -253,6 +388,13 @@ class _Climbs(ast.NodeVisitor):
             return self.depth if node.id == "__file__" else self.names.get(node.id)
         if isinstance(node, ast.Attribute) and node.attr == "parent":
             return self._step(node, self.level(node.value), [".."])
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call):
+            call = node.value
+            if call.args and _index(node) == 0 and self._is_split(call):  # split(p)[0]
+                return self._step(node, self.level(call.args[0]), [".."])
+            if call.args and _index(node) == 0 and self._is_split(call, "splitext"):
+                return self.level(call.args[0])
+            return None
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute):
             if node.value.attr == "parents" and _index(node) >= 0:
                 return self._step(node, self.level(node.value.value), [".."] * (_index(node) + 1))
@@ -337,9 +479,12 @@ def outside_references(
     """The places in `text` (the file at `relative`, from the repository root) that reach above
     the root. Python: a `.parent`/`.parents[k]`/`os.path.dirname` chain or a `..` join from
     `__file__` (or a name bound from it, here or in `imported`'s modules) that climbs past the
-    root, a walk over every parent, a `..` or a `shared` folder in a path the code builds or
-    opens. Any file: a literal path of the machine (unless `literals` is False: this file,
-    whose examples are such paths); other files also a `..` part or a `shared` folder."""
+    root (os.path.split's head counts as dirname), a walk over every parent, a `..` (os.pardir
+    too, and in a concatenation or an f-string) or a `shared` folder in a path the code builds
+    or opens, a `..` or `~` in a command it runs (subprocess, asyncio), the user's home
+    (Path.home(), `~` expanded, $HOME or $XDG_*_HOME read). Any file: a literal path of the
+    machine (unless `literals` is False: this file, whose examples are such paths); other files
+    also a `..` part or a `shared` folder."""
     found = [f"names {literal!r}" for literal in OUTSIDE_LITERALS if literals and literal in text]
     if is_python(relative, text):
         tree = _python_tree(relative, text)
@@ -466,6 +611,106 @@ def outside_references(
             "REPO = Path(__file__).resolve().parent.parent\nOTHER = REPO.parent\n",
             True,
         ),
+        # the escapes the guard missed (review of the guard): os.pardir, a '..' concatenated,
+        # os.path.split chains, the user's home, a '..' in a command
+        (
+            "tests/x/y.py",
+            "p = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, os.pardir, 'z')\n",
+            True,
+        ),
+        (
+            "tests/x.py",
+            "from os import pardir\nUP = Path(__file__).parent / pardir / pardir\n",
+            True,
+        ),
+        (
+            "tests/x.py",
+            "from os import pardir as up\nZOOM = os.path.join(REPO, up, 'zoom')\n",
+            True,
+        ),
+        ("tests/x.py", "UP = os.path.join(REPO, os.path.pardir)\n", True),
+        ("tests/x.py", "ZOOM = Path(f'{REPO}/{os.pardir}/zoom')\n", True),
+        ("tests/x.py", "ZOOM = Path(str(REPO) + '/../zoom')\n", True),
+        ("tests/x.py", "ZOOM = Path(str(REPO) + os.sep + '..' + os.sep + 'zoom')\n", True),
+        ("tests/x.py", "ZOOM = open(REPO_TEXT + '/../zoom/a.json')\n", True),
+        ("tests/x.py", "ZOOM = Path(f'{REPO}/../zoom')\n", True),
+        ("tests/x.py", "ZOOM = Path('{}/../zoom'.format(REPO))\n", True),
+        ("tests/x.py", "ZOOM = Path('%s/../zoom' % REPO)\n", True),
+        (
+            "tests/x.py",
+            "UP = os.path.split(os.path.split(os.path.split(__file__)[0])[0])[0]\n",
+            True,
+        ),
+        (
+            "tests/x.py",
+            "import os.path as p\nUP = p.split(p.split(p.split(p.abspath(__file__))[0])[0])[0]\n",
+            True,
+        ),
+        (
+            "tests/x.py",
+            "HERE, _ = os.path.split(__file__)\nUP = os.path.dirname(os.path.dirname(HERE))\n",
+            True,
+        ),
+        (
+            "tests/x.py",
+            "from os.path import split\nUP = split(split(split(__file__)[0])[0])[0]\n",
+            True,
+        ),
+        ("tests/x.py", "CACHE = Path.home() / '.cache'\n", True),
+        ("tests/x.py", "import pathlib\nCACHE = pathlib.Path.home() / '.cache'\n", True),
+        ("tests/x.py", "CACHE = os.path.join(os.path.expanduser('~'), '.cache')\n", True),
+        ("tests/x.py", "CACHE = Path('~/.cache/zoom').expanduser()\n", True),
+        ("tests/x.py", "CACHE = Path(os.environ['HOME']) / '.cache'\n", True),
+        ("tests/x.py", "CACHE = os.path.join(os.environ.get('HOME', '/'), '.cache')\n", True),
+        ("tests/x.py", "HOME = os.getenv('HOME')\nCACHE = Path(HOME, '.cache')\n", True),
+        ("tests/x.py", "from os import environ\nCACHE = Path(environ['XDG_CACHE_HOME'])\n", True),
+        ("tests/x.py", "subprocess.run([LS, '../zoom'], check=True)\n", True),
+        ("tests/x.py", "subprocess.run([CP, f'{REPO}/../zoom/a.json', '.'])\n", True),
+        ("tests/x.py", "subprocess.check_output([CAT, str(REPO) + '/../zoom/a.json'])\n", True),
+        ("tests/x.py", "subprocess.Popen([MAKE, '-C', os.pardir])\n", True),
+        ("tests/x.py", "subprocess.run('cd .. && ls', shell=True)\n", True),
+        ("tests/x.py", "subprocess.run(['bash', '-c', 'ls ../zoom'])\n", True),
+        ("tests/x.py", "subprocess.run([LS, '--dir=../zoom'])\n", True),
+        ("tests/x.py", "subprocess.run([LS], cwd='..')\n", True),
+        ("tests/x.py", "subprocess.run([LS, '~/.cache'], check=True)\n", True),
+        ("tests/x.py", "from subprocess import run as sh\nsh([LS, '../zoom'])\n", True),
+        (
+            "tests/x.py",
+            "async def f():\n    await asyncio.create_subprocess_exec(LS, '../zoom')\n",
+            True,
+        ),
+        # ... and what they must let through
+        ("tests/x/y.py", "UP = os.path.join(os.path.dirname(__file__), 'data')\n", False),
+        (
+            "tests/x.py",
+            "UP = os.sep.join([os.pardir] * 4)  # a symlink target, no path call\n",
+            False,
+        ),
+        ("tests/x.py", "ZOOM = Path(str(REPO) + '/tests/data/zoom')\n", False),
+        ("tests/x.py", "ZOOM = Path(f'{REPO}/tests/..data')  # not a '..' part\n", False),
+        ("tests/x.py", "name = str(REPO) + '/../zoom'  # a string, no path call\n", False),
+        (
+            "tests/x/y.py",
+            "HERE = os.path.split(__file__)[0]\nREPO = os.path.dirname(HERE)\n",
+            False,
+        ),
+        (
+            "tests/x/y.py",
+            "STEM = os.path.splitext(__file__)[0]\nNAME = os.path.split(STEM)[1]\n",
+            False,
+        ),
+        ("tests/x.py", "env = {'HOME': str(tmp_path), 'PATH': os.environ['PATH']}\n", False),
+        ("tests/x.py", "os.environ['HOME'] = str(tmp_path)  # set, not read\n", False),
+        ("tests/x.py", "monkeypatch.setenv('HOME', str(tmp_path))\n", False),
+        ("tests/x.py", "p = tmp_path / 'home' / '~draft'  # a name that begins with ~\n", False),
+        ("tests/x.py", "subprocess.run(['git', 'log', 'HEAD~1..HEAD'], cwd=REPO)\n", False),
+        (
+            "tests/x.py",
+            "subprocess.run([sys.executable, '-m', 'bench', '--json', str(out)])\n",
+            False,
+        ),
+        ("tests/x.py", "subprocess.run([LS, '-la', str(REPO / 'tests')], check=True)\n", False),
+        ("tests/x.py", "subprocess.run('echo ...', shell=True)  # an ellipsis\n", False),
         # not Python: shell and make
         (".ci/run", 'cd "$(dirname "$0")/.."\nexec make test\n', False),
         (".ci/run", 'cd "$(dirname "$0")/../.."\n', True),
@@ -610,9 +855,18 @@ ZOOM = REPO / "tests" / "data" / "zoom"
 SUM_LINE = re.compile(r"(?P<sha>[0-9a-f]{64}) [ *](?P<name>[^/\\\s][^/\\]*)")
 
 
+UNPINNED_NAMES = ("README.md", "SHA256SUMS")
+
+
+def vendored(folder: Path) -> list[str]:
+    """What `folder` holds but its README.md and SHA256SUMS: what must be pinned."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in UNPINNED_NAMES)
+
+
 def unpinned(folder: Path) -> list[str]:
     """What in `folder` differs from its SHA256SUMS (`sha256sum` format): a file whose
-    SHA-256 is not the pinned one, a JSON file not pinned, a pinned file gone."""
+    SHA-256 is not the pinned one, a file not pinned (any but README.md and SHA256SUMS
+    themselves), a pinned file gone."""
     pinned: dict[str, str] = {}
     problems = []
     for line in (folder / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
@@ -621,7 +875,7 @@ def unpinned(folder: Path) -> list[str]:
             problems.append(f"not a sha256sum line: {line!r}")
         else:
             pinned[match["name"]] = match["sha"]
-    for name in sorted({p.name for p in folder.glob("*.json")} - pinned.keys()):
+    for name in sorted(set(vendored(folder)) - pinned.keys()):
         problems.append(f"{name}: not in SHA256SUMS")
     for name, sha in sorted(pinned.items()):
         path = folder / name
@@ -640,22 +894,30 @@ def test_zoom_openapi_files_are_in_the_repository() -> None:
 
 def test_zoom_openapi_files_are_the_bytes_pinned() -> None:
     # Zoom's files, unchanged (tests/data/zoom/README.md); `sha256sum -c SHA256SUMS` in that
-    # folder checks the same. Each JSON file there is pinned, and nothing else is listed.
+    # folder checks the same. Each file there (but the README and the sums) is pinned, and
+    # nothing else is listed.
     assert not unpinned(ZOOM)
     listed = (ZOOM / "SHA256SUMS").read_text(encoding="utf-8").splitlines()
-    assert sorted(line.split()[1] for line in listed) == sorted(p.name for p in ZOOM.glob("*.json"))
+    assert sorted(line.split()[1] for line in listed) == vendored(ZOOM)
+    assert {"phone-sms-openapi.json", "phone-sms-webhooks-openapi.json"} <= set(vendored(ZOOM))
 
 
 def test_the_pin_check_sees_a_changed_or_an_unpinned_file(tmp_path: Path) -> None:
     for name in ("phone-sms-openapi.json", "phone-sms-webhooks-openapi.json", "SHA256SUMS"):
         shutil.copy(ZOOM / name, tmp_path / name)
     assert not unpinned(tmp_path)
+    (tmp_path / "README.md").write_text("not pinned, and need not be\n")
+    assert not unpinned(tmp_path)
     edited = tmp_path / "phone-sms-openapi.json"
     edited.write_bytes(edited.read_bytes().replace(b'"', b"'", 1))
     (tmp_path / "extra.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("not JSON, not pinned all the same\n")
+    (tmp_path / "schema.yaml").write_text("openapi: 3.0.0\n")
     (tmp_path / "phone-sms-webhooks-openapi.json").unlink()
     assert unpinned(tmp_path) == [
         "extra.json: not in SHA256SUMS",
+        "notes.txt: not in SHA256SUMS",
+        "schema.yaml: not in SHA256SUMS",
         "phone-sms-openapi.json: not the bytes pinned",
         "phone-sms-webhooks-openapi.json: pinned, not there",
     ]
