@@ -35,6 +35,7 @@ from archiver.config import (
 from archiver.downloads.fetch import Fetcher, download_session
 from archiver.downloads.manager import DownloadManager
 from archiver.downloads.urls import UrlPolicy
+from archiver.errors import ConfigError
 from archiver.ops.logs import get_logger
 from archiver.ops.metrics import Telemetry, start_server
 from archiver.ops.progress import progress_loop, snapshot
@@ -180,7 +181,14 @@ async def run(  # noqa: PLR0915 - the run's wiring in one place; each part is it
     async with contextlib.AsyncExitStack() as stack:
         if config.metrics.listen:
             host, port = parse_listen(config.metrics.listen, "metrics.listen")
-            runner = await start_server(telemetry, host, port)
+            try:
+                runner = await start_server(telemetry, host, port)
+            except OSError as exc:  # in use, not an address of this host, no such interface
+                raise ConfigError(
+                    f"cannot listen on {config.metrics.listen}: {exc.strerror or exc}",
+                    file=config.source,
+                    key="metrics.listen",
+                ) from None
             stack.push_async_callback(runner.cleanup)
         # Before ROOT opens: a bucket without Object Lock, or a refused key, is exit 2.
         bucket = await stack.enter_async_context(replica_bucket(config))

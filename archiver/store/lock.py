@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from archiver.errors import ArchiveLockedError
+from archiver.errors import ArchiveLockedError, ConfigError
 from archiver.store.layout import LOCK_FILE, refuse_symlinks
 
 
@@ -32,11 +32,19 @@ class ArchiveLock:
         """Take the lock or raise ArchiveLockedError naming the holder. Creates ROOT if needed."""
         if self._fd is not None:
             return
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Before anything is opened or written: a LOCK (or manifest/, tmp/...) planted as a
-        # link would otherwise have its target truncated here, or read by the start-up check.
-        refuse_symlinks(self.root)
-        fd = self._open()
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Before anything is opened or written: a LOCK (or manifest/, tmp/...) planted as
+            # a link would otherwise have its target truncated here, or read by the start-up
+            # check.
+            refuse_symlinks(self.root)
+            fd = self._open()
+        except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+            # ROOT is a file, under a file, or not ours: the configuration names a wrong place.
+            raise ConfigError(
+                f"{str(self.root)[:200]} cannot be the archive root: {exc.strerror}",
+                key="archive.root",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -67,3 +67,16 @@ def test_release_and_reacquire_in_process(tmp_path: Path) -> None:
     assert not lock.held
     with ArchiveLock(tmp_path):
         pass
+
+
+@pytest.mark.parametrize("where", ["a_file", "under_a_file"])
+def test_a_root_that_is_a_file_is_a_config_error(tmp_path: Path, where: str) -> None:
+    # Review of issue 13: FileExistsError / NotADirectoryError escaped as a traceback (exit 1).
+    from archiver.errors import ConfigError
+
+    (tmp_path / "file").write_text("x")
+    root = tmp_path / "file" if where == "a_file" else tmp_path / "file" / "archive"
+    with pytest.raises(ConfigError, match="cannot be the archive root") as info:
+        ArchiveLock(root).acquire()
+    assert info.value.key == "archive.root"
+    assert (tmp_path / "file").read_text() == "x"
