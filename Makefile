@@ -70,7 +70,7 @@ bench: $(STAMP)
 
 # Mutation testing with mutmut ([tool.mutmut] in pyproject.toml, work dir ./mutants/): about an
 # hour on 2 cores, so not part of `make test`. MODULES=archiver/store/verify.py runs some only;
-# MUTATE_CHILDREN (default 2) mutants run side by side, under nice.
+# MUTATE_CHILDREN (default 8) mutants run side by side, under nice.
 mutate: $(STAMP)
 	MUTMUT=$(BIN)/mutmut scripts/mutate $(MODULES)
 
