@@ -191,18 +191,23 @@ def test_archive_root_must_be_inside_systemd_state_directory(tmp_path: Path) -> 
 # --- floats are finite --------------------------------------------------------------------
 
 
-def float_keys(cls: type[Any] = Config, prefix: str = "") -> list[str]:
-    """Every float key, found from the dataclasses' hints, so a new key cannot escape the test."""
+def keys_of(wanted: tuple[type, ...], cls: type[Any] = Config, prefix: str = "") -> list[str]:
+    """Every key whose type is one of `wanted`, found from the dataclasses' hints, so a new key
+    cannot escape the tables below (bool is not an int here: its hint is bool)."""
     keys = []
     for name, hint in get_type_hints(cls).items():
         if name == "source":
             continue
         options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            keys += float_keys(hint, f"{prefix}{name}.")
-        elif float in options:
+            keys += keys_of(wanted, hint, f"{prefix}{name}.")
+        elif any(option in wanted for option in options):
             keys.append(f"{prefix}{name}")
     return keys
+
+
+def float_keys() -> list[str]:
+    return keys_of((float,))
 
 
 FLOAT_KEYS = float_keys()
@@ -233,18 +238,8 @@ def test_float_keys_take_finite_numbers(tmp_path: Path, key: str) -> None:
     assert getattr(getattr(config, section), name) == value
 
 
-def number_keys(cls: type[Any] = Config, prefix: str = "") -> list[str]:
-    """Every int or float key (bool excluded), from the dataclasses' hints."""
-    keys = []
-    for name, hint in get_type_hints(cls).items():
-        if name == "source":
-            continue
-        options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            keys += number_keys(hint, f"{prefix}{name}.")
-        elif float in options or int in options:
-            keys.append(f"{prefix}{name}")
-    return keys
+def number_keys() -> list[str]:
+    return keys_of((int, float))
 
 
 NUMBER_KEYS = number_keys()
