@@ -35,6 +35,8 @@ NOBODY = 65534
 # Anywhere in any scanned file: the machine's own paths. Spelled in pieces so that this file
 # does not match itself (its examples below are scanned by the AST rules only).
 OUTSIDE_LITERALS = ("/work" + "/", "shared" + "/zoom", "../" + "shared")
+# The folder's name in the examples below, in pieces for the same reason.
+SH = "sha" + "red"
 # Files that are not Python (the Makefile, shell scripts): a `shared` folder joined on, a
 # `$(dirname "$0")/..` climb (counted against the file's depth), and any other `..` part.
 SHARED_SEGMENT = re.compile(r"""/\s*["']?shared\b|\bshared["']?\s*/""")
@@ -514,12 +516,12 @@ def outside_references(
             'for parent in Path(__file__).resolve().parents:\n    c = parent / "x.json"\n',
             True,
         ),
-        ("tests/x.py", 'p = ROOT / "shared" / "zoom" / "a.json"\n', True),
-        ("tests/x.py", "p = Path('/work' '/shared/zoom/a.json')\n", True),
-        ("tests/x.py", 'p = Path("/work/shared/a.json")\n', True),
+        ("tests/x.py", f'p = ROOT / "{SH}" / "zoom" / "a.json"\n', True),
+        ("tests/x.py", f"p = Path('/work' '/{SH}/zoom/a.json')\n", True),
+        ("tests/x.py", f'p = Path("/work/{SH}/a.json")\n', True),
         # a `shared` folder however the literal is spelled (the old regex missed this one)
         ("bench/x.py", 'p = REPO.parent / "sha" "red"\n', True),
-        ("tests/x.py", 'p = Path("../shared/zoom/a.json")\n', True),
+        ("tests/x.py", f'p = Path("../{SH}/zoom/a.json")\n', True),
         ("tests/x.py", "REPO = Path(__file__).resolve().parents[1]\n", False),
         ("tests/x.py", "OUT = Path(__file__).resolve().parents[2]\n", True),
         ("tests/webhook/x.py", "REPO = Path(__file__).resolve().parents[2]\n", False),
@@ -716,7 +718,7 @@ def outside_references(
         (".ci/run", 'cd "$(dirname "$0")/../.."\n', True),
         ("scripts/x", '#!/usr/bin/env bash\ncd "$(dirname "${BASH_SOURCE[0]}")/../.."\n', True),
         ("Makefile", "test:\n\tcd .. && ls\n", True),
-        ("Makefile", "ZOOM := $(CURDIR)/../shared/zoom\n", True),
+        ("Makefile", f"ZOOM := $(CURDIR)/../{SH}/zoom\n", True),
         ("Makefile", "# tools (chromium, curl, ...) come from system-deps\n", False),
     ],
 )
