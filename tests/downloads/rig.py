@@ -67,6 +67,34 @@ def file_sha256() -> str:
 
 
 @asynccontextmanager
+async def open_archive(tmp_path: Path) -> AsyncIterator[tuple[Path, State, ManifestWriter]]:
+    """ROOT under `tmp_path` with its state and manifest writer, closed on the way out."""
+    root = tmp_path / "archive"
+    prepare_root(root)
+    state = State.open(root)
+    writer = await ManifestWriter.open(root, state)
+    try:
+        yield root, state, writer
+    finally:
+        await writer.close()
+        state.close()
+
+
+def local_downloads(workers: int) -> DownloadConfig:
+    """[downloads] for the loopback file host."""
+    return DownloadConfig(
+        workers=workers,
+        allowed_hosts=LOCAL.allowed_hosts,
+        allowed_schemes=LOCAL.allowed_schemes,
+        allow_private_addresses=True,
+    )
+
+
+def local_fetcher(http: Any, root: Path) -> Fetcher:
+    return Fetcher(http, LOCAL, tmp_dir=root / "tmp", max_bytes=1 << 20)
+
+
+@asynccontextmanager
 async def running_manager(
     tmp_path: Path,
     zoom: ScriptedZoom,
@@ -74,35 +102,26 @@ async def running_manager(
     wrap_client: Callable[[Any], Any] = lambda client: client,
     **options: Any,
 ) -> AsyncIterator[Rig]:
-    root = tmp_path / "archive"
-    prepare_root(root)
-    state = State.open(root)
-    writer = await ManifestWriter.open(root, state)
-    try:
-        async with client_for(zoom) as client, download_session(LOCAL, 4) as http:
-            fetcher = Fetcher(http, LOCAL, tmp_dir=root / "tmp", max_bytes=1 << 20)
-            manager = DownloadManager(
-                DownloadConfig(
-                    workers=2,
-                    allowed_hosts=LOCAL.allowed_hosts,
-                    allowed_schemes=LOCAL.allowed_schemes,
-                    allow_private_addresses=True,
-                ),
-                root,
-                state=state,
-                writer=writer,
-                client=wrap_client(client),
-                fetcher=fetcher,
-                **options,
-            )
-            stop = asyncio.Event()
-            running = asyncio.create_task(manager.run(stop))
-            try:
-                yield Rig(root, state, writer, manager, zoom)
-            finally:
-                stop.set()
-                await asyncio.wait_for(running, 10)
-                fetcher.close()
-    finally:
-        await writer.close()
-        state.close()
+    async with (
+        open_archive(tmp_path) as (root, state, writer),
+        client_for(zoom) as client,
+        download_session(LOCAL, 4) as http,
+    ):
+        fetcher = local_fetcher(http, root)
+        manager = DownloadManager(
+            local_downloads(2),
+            root,
+            state=state,
+            writer=writer,
+            client=wrap_client(client),
+            fetcher=fetcher,
+            **options,
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(manager.run(stop))
+        try:
+            yield Rig(root, state, writer, manager, zoom)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 10)
+            fetcher.close()

@@ -22,15 +22,20 @@ import jwt
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.config import DownloadConfig
 from archiver.downloads import manager as manager_module
 from archiver.downloads.fetch import Fetched, Fetcher, download_session
 from archiver.downloads.manager import DownloadManager, Job
-from archiver.store.layout import prepare_root
 from archiver.store.state import State
 from archiver.store.writer import ManifestWriter
 from archiver.zoom.ratelimit import BudgetExhausted
-from tests.downloads.rig import FILE, LOCAL, file_sha256
+from tests.downloads.rig import (
+    FILE,
+    LOCAL,
+    file_sha256,
+    local_downloads,
+    local_fetcher,
+    open_archive,
+)
 from tests.downloads.test_deadline import descriptors_exhausted
 from tests.helpers import manifest_lines
 from tests.zoom.scripted import SESSION, Reply, ScriptedZoom, client_for, record, scripted_zoom
@@ -127,44 +132,32 @@ class Bench:
 
 @asynccontextmanager
 async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
-    root = tmp_path / "archive"
-    prepare_root(root)
-    state = State.open(root)
-    writer = await ManifestWriter.open(root, state)
     now = [T0]
-    try:
-        async with (
-            scripted_zoom() as zoom,
-            client_for(zoom) as real_client,
-            download_session(LOCAL, 4) as http,
-        ):
-            zoom.messages = []
-            real_fetcher = Fetcher(http, LOCAL, tmp_dir=root / "tmp", max_bytes=1 << 20)
-            client = PausedBudget(real_client)
-            fetcher = WatchedFetcher(real_fetcher)
-            manager = DownloadManager(
-                DownloadConfig(
-                    workers=1,
-                    allowed_hosts=LOCAL.allowed_hosts,
-                    allowed_schemes=LOCAL.allowed_schemes,
-                    allow_private_addresses=True,
-                ),
-                root,
-                state=state,
-                writer=writer,
-                client=client,
-                fetcher=fetcher,  # type: ignore[arg-type]
-                clock=lambda: now[0],
-                rng=Jitter(),
-            )
-            fetcher.manager = manager
-            try:
-                yield Bench(root, state, writer, manager, zoom, client, fetcher, now)
-            finally:
-                real_fetcher.close()
-    finally:
-        await writer.close()
-        state.close()
+    async with (
+        open_archive(tmp_path) as (root, state, writer),
+        scripted_zoom() as zoom,
+        client_for(zoom) as real_client,
+        download_session(LOCAL, 4) as http,
+    ):
+        zoom.messages = []
+        real_fetcher = local_fetcher(http, root)
+        client = PausedBudget(real_client)
+        fetcher = WatchedFetcher(real_fetcher)
+        manager = DownloadManager(
+            local_downloads(1),
+            root,
+            state=state,
+            writer=writer,
+            client=client,
+            fetcher=fetcher,  # type: ignore[arg-type]
+            clock=lambda: now[0],
+            rng=Jitter(),
+        )
+        fetcher.manager = manager
+        try:
+            yield Bench(root, state, writer, manager, zoom, client, fetcher, now)
+        finally:
+            real_fetcher.close()
 
 
 def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

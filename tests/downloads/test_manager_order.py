@@ -22,13 +22,11 @@ from typing import Any
 import jwt
 import pytest
 
-from archiver.config import DownloadConfig
-from archiver.downloads.fetch import Fetcher, download_session
+from archiver.downloads.fetch import download_session
 from archiver.downloads.manager import PARK_BASE, PARK_CAP, DownloadManager, park_delay
-from archiver.store.layout import prepare_root
 from archiver.store.state import State
 from archiver.store.writer import ManifestWriter
-from tests.downloads.rig import FILE, LOCAL
+from tests.downloads.rig import FILE, LOCAL, local_downloads, local_fetcher, open_archive
 from tests.helpers import manifest_lines
 from tests.zoom.scripted import SESSION, ScriptedZoom, client_for, record, scripted_zoom
 
@@ -72,39 +70,27 @@ class Queue:
 async def one_worker_queue(
     tmp_path: Path, clock: Callable[[], float] = time.time
 ) -> AsyncIterator[Queue]:
-    root = tmp_path / "archive"
-    prepare_root(root)
-    state = State.open(root)
-    writer = await ManifestWriter.open(root, state)
-    try:
-        async with (
-            scripted_zoom() as zoom,
-            client_for(zoom) as client,
-            download_session(LOCAL, 4) as http,
-        ):
-            zoom.messages = []
-            fetcher = Fetcher(http, LOCAL, tmp_dir=root / "tmp", max_bytes=1 << 20)
-            manager = DownloadManager(
-                DownloadConfig(
-                    workers=1,
-                    allowed_hosts=LOCAL.allowed_hosts,
-                    allowed_schemes=LOCAL.allowed_schemes,
-                    allow_private_addresses=True,
-                ),
-                root,
-                state=state,
-                writer=writer,
-                client=client,
-                fetcher=fetcher,
-                clock=clock,
-            )
-            try:
-                yield Queue(root, state, writer, manager, zoom)
-            finally:
-                fetcher.close()
-    finally:
-        await writer.close()
-        state.close()
+    async with (
+        open_archive(tmp_path) as (root, state, writer),
+        scripted_zoom() as zoom,
+        client_for(zoom) as client,
+        download_session(LOCAL, 4) as http,
+    ):
+        zoom.messages = []
+        fetcher = local_fetcher(http, root)
+        manager = DownloadManager(
+            local_downloads(1),
+            root,
+            state=state,
+            writer=writer,
+            client=client,
+            fetcher=fetcher,
+            clock=clock,
+        )
+        try:
+            yield Queue(root, state, writer, manager, zoom)
+        finally:
+            fetcher.close()
 
 
 def url_without_exp(zoom: ScriptedZoom, name: str) -> str:
