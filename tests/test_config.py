@@ -206,11 +206,17 @@ def keys_of(wanted: tuple[type, ...], cls: type[Any] = Config, prefix: str = "")
     return keys
 
 
-def float_keys() -> list[str]:
-    return keys_of((float,))
+def refusal(tmp_path: Path, key: str, value: str) -> str:
+    """The error `key = value` gets, which must name the file and the key first."""
+    path = write(tmp_path, f"{key} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    return message
 
 
-FLOAT_KEYS = float_keys()
+FLOAT_KEYS = keys_of((float,))
 NON_FINITE = ("nan", "+nan", "-nan", "inf", "+inf", "-inf")
 
 
@@ -222,12 +228,7 @@ def test_the_float_key_walk_finds_the_keys_it_must() -> None:
 @pytest.mark.parametrize("value", NON_FINITE)
 @pytest.mark.parametrize("key", FLOAT_KEYS)
 def test_float_keys_refuse_nan_and_infinity(tmp_path: Path, key: str, value: str) -> None:
-    path = write(tmp_path, f"{key} = {value}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: {key}: "), message
-    assert "not a finite number" in message
+    assert "not a finite number" in refusal(tmp_path, key, value)
 
 
 @pytest.mark.parametrize("key", FLOAT_KEYS)
@@ -238,11 +239,7 @@ def test_float_keys_take_finite_numbers(tmp_path: Path, key: str) -> None:
     assert getattr(getattr(config, section), name) == value
 
 
-def number_keys() -> list[str]:
-    return keys_of((int, float))
-
-
-NUMBER_KEYS = number_keys()
+NUMBER_KEYS = keys_of((int, float))
 HUGE_INTEGER = "9" * 400  # beyond a float's range: float() overflows
 
 
@@ -255,13 +252,9 @@ def test_the_number_key_walk_finds_ints_and_floats() -> None:
 def test_every_number_key_has_a_ceiling(tmp_path: Path, key: str, value: str) -> None:
     # A huge finite number is as wrong as inf: a lookback of 1e11 s overflowed discovery's
     # date arithmetic, a timestamp tolerance of 1e300 s turned replay protection off.
-    path = write(tmp_path, f"{key} = {value}\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: {key}: "), message
+    message = refusal(tmp_path, key, value)
     assert HUGE_INTEGER not in message  # named by its size, not printed
-    assert len(message) < len(str(path)) + 200, message
+    assert len(message) < len(str(tmp_path / "zsa.toml")) + 200, message
 
 
 @pytest.mark.parametrize(
