@@ -302,12 +302,11 @@ class Supervisor:
         for raw in json.loads(self._state.get_meta(META_RELIST) or "[]"):
             window = (datetime.fromisoformat(raw[0]), datetime.fromisoformat(raw[1]))
             seen.append((window, await self._list_window(*window)))
-        history_from = self._state.get_meta(META_HISTORY_FROM)
-        wanted_from = self._config.sync.history_start_date.isoformat()
+        wanted_from = self._config.sync.history_start_date
         if watermark is None:
             # First walk (resumable): every month from history_start to now.
-            self._state.set_meta(META_HISTORY_FROM, wanted_from)
-            begin = day_start(self._config.sync.history_start_date)
+            self._state.set_meta(META_HISTORY_FROM, wanted_from.isoformat())
+            begin = day_start(wanted_from)
             if walked_to:
                 begin = datetime.fromisoformat(walked_to) + timedelta(seconds=1)
             for window in month_windows(begin, started + CLOCK_SKEW):
@@ -317,22 +316,27 @@ class Supervisor:
                 # Never past our own start: a resumed walk must list from there on again.
                 self._state.set_meta(META_WALKED_TO, min(window[1], started).isoformat())
         else:
-            if history_from is None:  # an archive from before the key: walked from this one
-                history_from = wanted_from
-                self._state.set_meta(META_HISTORY_FROM, history_from)
+            walked_from = self._state.get_meta(META_HISTORY_FROM)
+            if walked_from is None:  # an archive from before the key: walked from this one
+                walked_from = wanted_from.isoformat()
+                self._state.set_meta(META_HISTORY_FROM, walked_from)
+            history_from = date.fromisoformat(walked_from)
             if wanted_from < history_from:
                 # history_start moved earlier since the first walk: walk the months between
                 # (resumable: the key moves only once they are all listed).
-                self._log.info("discovery_history_extended", start=wanted_from, was=history_from)
+                self._log.info(
+                    "discovery_history_extended",
+                    start=wanted_from.isoformat(),
+                    was=history_from.isoformat(),
+                )
                 older = month_windows(
-                    day_start(date.fromisoformat(wanted_from)),
-                    day_start(date.fromisoformat(history_from)) - timedelta(seconds=1),
+                    day_start(wanted_from), day_start(history_from) - timedelta(seconds=1)
                 )
                 for window in older:
                     if self._stop.is_set():
                         return
                     seen.append((window, await self._list_window(*window)))
-                self._state.set_meta(META_HISTORY_FROM, wanted_from)
+                self._state.set_meta(META_HISTORY_FROM, wanted_from.isoformat())
             lookback = timedelta(seconds=self._config.sync.lookback)
             since = datetime.fromisoformat(watermark) - lookback
             for window in month_windows(since, started + CLOCK_SKEW):
