@@ -381,10 +381,8 @@ def zoom_url_problem(url: str) -> str | None:
     The client secret goes to `oauth_url` and the bearer token to `api_url`, so both must be
     https; plain http only to a loopback host (the simulator), where nothing leaves the machine.
     """
-    # urllib and yarl (which aiohttp sends with) read a backslash, a space or a control
-    # character differently ("http://evil.com\\@127.0.0.1/" is loopback to urllib, evil.com
-    # to yarl): refuse them, and plain http goes only where both parsers see loopback.
-    if any(c == "\\" or c.isspace() or not c.isprintable() for c in url):
+    # Plain http goes only where both urllib and yarl (which aiohttp sends with) see loopback.
+    if ambiguous_url(url):
         return f"{url!r} holds a backslash, a space or a control character"
     try:
         parts = urlsplit(url)
@@ -404,6 +402,13 @@ def zoom_url_problem(url: str) -> str | None:
             "tokens must travel over https (http only to 127.0.0.0/8, ::1 or localhost)"
         )
     return None
+
+
+def ambiguous_url(url: str) -> bool:
+    """True when urllib and yarl (which aiohttp sends with) may read the URL's host
+    differently: it holds a backslash, a space or a control character
+    ("http://evil.com\\@127.0.0.1/" is loopback to urllib, evil.com to yarl)."""
+    return any(c == "\\" or c.isspace() or not c.isprintable() for c in url)
 
 
 def replica_url_problem(url: str) -> str | None:

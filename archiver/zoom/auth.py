@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import yarl
 
-from archiver.config import Secret
+from archiver.config import Secret, ambiguous_url
 from archiver.errors import ZoomTransientError
 from archiver.ops.logs import get_logger, register_secret
 from archiver.zoom.policy import TOKEN, Action, BodyKind, body_kind, decide, error_for
@@ -66,9 +66,8 @@ def regional_refusal(configured: str, token_api_url: str) -> str | None:  # noqa
     Only `https` on `zoom.us` or a subdomain, with no user info; the configured scheme and
     host themselves are always acceptable (and change nothing).
     """
-    # A backslash, space or control character is read one way by urllib and another by yarl
-    # (which sends): "https://evil.com\\.zoom.us" is a zoom.us host to one only.
-    if any(c == "\\" or c.isspace() or not c.isprintable() for c in token_api_url):
+    # "https://evil.com\\.zoom.us" is a zoom.us host to urllib only.
+    if ambiguous_url(token_api_url):
         return "not a URL"
     try:
         # urlsplit itself raises ValueError for some netlocs (one that NFKC changes, as a
