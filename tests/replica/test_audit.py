@@ -108,6 +108,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.whole_run
 def test_a_clean_replica_passes_every_check(
     s3: SeaweedS3, replicated: Replicated, tmp_path: Path
 ) -> None:

@@ -58,6 +58,7 @@ def _head(root: Path) -> int:
     return max((line["seq"] for line in manifest_lines(root)), default=0)
 
 
+@pytest.mark.whole_run
 @pytest.mark.parametrize(
     "down_for", [pytest.param(3.0, id="3s"), pytest.param(30.0, id="30s", marks=pytest.mark.slow)]
 )

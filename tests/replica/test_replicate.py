@@ -33,6 +33,7 @@ def sim_config(**changes: object) -> SimulatorConfig:
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
+@pytest.mark.whole_run
 async def test_a_full_run_replicates_byte_for_byte_and_locked(
     tmp_path: Path, s3: SeaweedS3, locked_bucket: str
 ) -> None:

@@ -325,6 +325,7 @@ def archived_messages(root: Path) -> int:
     )
 
 
+@pytest.mark.whole_run
 async def test_a_slow_bucket_never_keeps_the_daemon_from_archiving(
     tmp_path: Path, s3: SeaweedS3, monkeypatch: pytest.MonkeyPatch
 ) -> None:

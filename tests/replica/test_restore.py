@@ -7,6 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from archiver import daemon
 from archiver.simulator import Simulator, SimulatorConfig
 from archiver.store.verify import verify_archive
@@ -31,6 +33,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+@pytest.mark.whole_run
 async def test_restore_rebuilds_the_archive_and_a_run_on_it_adds_no_message(
     tmp_path: Path, s3: SeaweedS3, locked_bucket: str
 ) -> None:

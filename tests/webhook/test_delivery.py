@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from archiver.simulator import Simulator
 from archiver.store.verify import verify_archive
 from tests.helpers import (
@@ -101,6 +103,7 @@ async def test_webhook_and_poller_racing_write_one_line_per_content(tmp_path: Pa
         assert sources == {"webhook", "sync"}
 
 
+@pytest.mark.whole_run
 async def test_sigkill_while_events_arrive_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     port = free_port()
     config = sim_config(attachment_probability=0.3)
