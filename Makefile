@@ -17,7 +17,7 @@ help:
 	@echo "              mypy --strict, pytest; this is what CI (.ci/run) runs"
 	@echo "make soak   - long soak and crash tests (marked slow; not part of make test)"
 	@echo "make bench  - benchmarks (see BENCHMARKS.md)"
-	@echo "make mutate - mutation testing of the core (docs/TESTING.md; about an hour, not in make test)"
+	@echo "make mutate - mutation testing of the core (docs/TESTING.md; hours the first time, not in make test)"
 	@echo "make lock   - refresh requirements*.lock from pyproject.toml"
 
 $(STAMP): pyproject.toml requirements-dev.lock
