@@ -1,5 +1,5 @@
-"""The suite's one conftest: the order and time limits `make mutate` gives each mutant's tests
-(tests/mutation_order.py; it does nothing outside a mutmut run)."""
+"""The per-test time limits `make mutate` gives each mutant's tests (tests/mutation_order.py;
+they do nothing outside a mutmut run)."""
 
 from tests.mutation_order import pytest_collection_modifyitems
 
