@@ -137,7 +137,9 @@ def test_next_utc_midnight(now: float, expected: float) -> None:
     assert next_utc_midnight(now) == expected
 
 
-class _MaxRng(random.Random):
+class TopJitter(random.Random):
+    """Full jitter pinned to the top of its range: backoff attempt n pauses 2**n s."""
+
     def uniform(self, a: float, b: float) -> float:
         return b
 
@@ -158,7 +160,7 @@ class _MaxRng(random.Random):
     ],
 )
 def test_backoff_delay_ceiling(attempt: int, base: float, cap: float, expected: float) -> None:
-    assert backoff_delay(attempt, base, cap, _MaxRng()) == expected
+    assert backoff_delay(attempt, base, cap, TopJitter()) == expected
 
 
 def test_backoff_delay_is_full_jitter() -> None:
@@ -395,7 +397,7 @@ async def test_rate_decrease_has_a_floor() -> None:
 
 async def test_backoff_without_retry_after_escalates_and_resets() -> None:
     fake = FakeTime()
-    budgets = make_budgets(fake, rng=_MaxRng())
+    budgets = make_budgets(fake, rng=TopJitter())
 
     def pause_left() -> float:
         until = budgets.snapshot()["light"]["paused_until"]

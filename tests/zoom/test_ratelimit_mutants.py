@@ -4,7 +4,6 @@ the labels `status` shows."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from archiver.zoom.ratelimit import (
     Budgets,
     LabelLimit,
 )
-from tests.zoom.test_ratelimit import DAILY_BODY, MIDNIGHT, FakeTime, make_budgets
+from tests.zoom.test_ratelimit import DAILY_BODY, MIDNIGHT, FakeTime, TopJitter, make_budgets
 
 
 def named(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
@@ -129,13 +128,6 @@ def test_the_pause_reason_is_shown_only_while_paused() -> None:
     assert (snap["pause_reason"], snap["paused_until"]) == (None, None)
 
 
-class Midpoint(random.Random):
-    """Full jitter pinned to the middle of its range: backoff attempt n pauses 2**n / 2 s."""
-
-    def random(self) -> float:
-        return 0.5
-
-
 def paused_for(budgets: Budgets, fake: FakeTime, label: str) -> float:
     until = budgets.snapshot()[label]["paused_until"]
     assert isinstance(until, float)
@@ -144,24 +136,24 @@ def paused_for(budgets: Budgets, fake: FakeTime, label: str) -> float:
 
 def test_a_response_one_echo_window_after_the_pause_resets_the_backoff() -> None:
     fake = FakeTime()
-    budgets = make_budgets(fake, rng=Midpoint())
-    budgets.on_response("light", 429, {})  # backoff attempt 0: 0.5 s
-    assert paused_for(budgets, fake, "light") == pytest.approx(0.5)
-    fake.advance(0.5 + ECHO_WINDOW)  # exactly the pause plus the echo window: through again
+    budgets = make_budgets(fake, rng=TopJitter())
+    budgets.on_response("light", 429, {})  # backoff attempt 0: 1 s
+    assert paused_for(budgets, fake, "light") == pytest.approx(1.0)
+    fake.advance(1.0 + ECHO_WINDOW)  # exactly the pause plus the echo window: through again
     budgets.on_response("light", 200, {})
     budgets.on_response("light", 429, {})
-    assert paused_for(budgets, fake, "light") == pytest.approx(0.5)  # attempt 0 again
+    assert paused_for(budgets, fake, "light") == pytest.approx(1.0)  # attempt 0 again
 
 
 def test_a_response_during_the_pause_does_not_reset_the_backoff() -> None:
     fake = FakeTime()
-    budgets = make_budgets(fake, rng=Midpoint())
-    budgets.on_response("light", 429, {})  # attempt 0: 0.5 s
+    budgets = make_budgets(fake, rng=TopJitter())
+    budgets.on_response("light", 429, {})  # attempt 0: 1 s
     fake.advance(0.25)
     budgets.on_response("light", 200, {})  # a request sent before the 429, answered late
     fake.advance(ECHO_WINDOW)  # past the echo window: a new 429 is a new event
     budgets.on_response("light", 429, {})
-    assert paused_for(budgets, fake, "light") == pytest.approx(1.0)  # attempt 1
+    assert paused_for(budgets, fake, "light") == pytest.approx(2.0)  # attempt 1
 
 
 def test_a_429_exactly_one_echo_window_later_is_a_new_burst() -> None:
@@ -189,14 +181,14 @@ def test_the_rate_climbs_back_with_every_response_of_the_calm() -> None:
 
 def test_an_unlimited_label_backs_off_logs_no_rate_and_resets() -> None:
     fake = FakeTime()
-    budgets = make_budgets(fake, table={"heavy": LabelLimit(10)}, rng=Midpoint())  # light: none
+    budgets = make_budgets(fake, table={"heavy": LabelLimit(10)}, rng=TopJitter())  # light: none
     with capture_logs() as logs:
         budgets.on_response("light", 429, {})
     [entry] = named(logs, "zoom_rate_limited")
-    assert entry["rate"] is None and entry["pause"] == pytest.approx(0.5)
-    fake.advance(2.0)
+    assert entry["rate"] is None and entry["pause"] == pytest.approx(1.0)
+    fake.advance(3.0)
     budgets.on_response("light", 200, {})  # recovers the backoff; there is no rate to win back
     snap = budgets.snapshot()["light"]
     assert (snap["configured_rate"], snap["current_rate"]) == (None, None)
     budgets.on_response("light", 429, {})
-    assert paused_for(budgets, fake, "light") == pytest.approx(0.5)  # attempt 0 again
+    assert paused_for(budgets, fake, "light") == pytest.approx(1.0)  # attempt 0 again
