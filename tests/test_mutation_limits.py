@@ -1,4 +1,4 @@
-"""tests/mutation_order.py: the time limit `make mutate` gives each test of a mutant, on the
+"""tests/mutation_limits.py: the time limit `make mutate` gives each test of a mutant, on the
 test's call only, and that it leaves every other run alone (real pytest subprocesses, a real
 stats file)."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mutation_order import (
+from tests.mutation_limits import (
     LIMIT_FACTOR,
     LIMIT_FLOOR,
     clean_times,
@@ -79,7 +79,7 @@ def start_sample(directory: Path, mutant: str | None) -> subprocess.Popen[str]:
     that times both tests at 0 s, as mutmut would run it (or, `mutant` None, as anyone else)."""
     (directory / "tests").mkdir(parents=True)
     (directory / "tests" / "__init__.py").write_text("", "utf-8")
-    for name in ("conftest.py", "mutation_order.py"):
+    for name in ("conftest.py", "mutation_limits.py"):
         (directory / "tests" / name).write_text((ROOT / "tests" / name).read_text("utf-8"))
     (directory / "tests" / "test_sample.py").write_text(SAMPLE, "utf-8")
     times = {"tests/test_sample.py::test_slow_setup": 0.0, "tests/test_sample.py::test_hangs": 0.0}
@@ -99,8 +99,8 @@ def outcomes(out: str) -> dict[str, str]:
     found = {}
     for line in out.splitlines():
         if line.startswith(prefix):
-            name, _, rest = line.removeprefix(prefix).partition(" ")
-            found[name] = rest.split()[0] if rest.split() else ""
+            name, *status = line.removeprefix(prefix).split()
+            found[name] = status[0] if status else ""
     return found
 
 
