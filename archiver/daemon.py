@@ -388,6 +388,13 @@ async def _supervise(
         first = next((exc for exc in errors if exc is not None), None)
         if first is not None:
             raise _unwrap(first)
+    except asyncio.CancelledError:
+        # Cancelled from outside (asyncio.run on Ctrl-C, a caller's timeout): the sync and
+        # download tasks end here, before the archive they write to closes, not as orphans.
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks, timeout=HARD_DEADLINE)
+        raise
     finally:
         stop_wait.cancel()
 

@@ -183,3 +183,41 @@ async def _wait_for(predicate: object, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.1)
+
+
+def _archiver_tasks() -> list[asyncio.Task[object]]:
+    """The running tasks whose coroutine is the archiver's own (not the simulator's)."""
+    package = Path(daemon.__file__).parent
+    found = []
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        where = Path(code.co_filename) if code is not None else None
+        if task is asyncio.current_task() or task.done() or where is None:
+            continue
+        if where.is_relative_to(package) and not where.is_relative_to(package / "simulator"):
+            found.append(task)
+    return found
+
+
+async def test_a_cancelled_run_ends_its_own_tasks_before_it_returns(tmp_path: Path) -> None:
+    """asyncio.run cancels the main task on Ctrl-C, and a caller may time out: the supervisor
+    and the download queue must end with the run, not go on writing after the archive closed
+    (the loop would later destroy them pending, their `finally` blocks never run)."""
+    async with Simulator(sim_config(sessions=60, attachment_probability=0.5)) as sim:
+        path = write_config(tmp_path, sim, sync="count = 5")
+        task = asyncio.create_task(daemon.run(load(path), once=True))
+        root = tmp_path / "archive"
+        deadline = time.monotonic() + 60
+        while not any(b"message_id" in s.read_bytes() for s in root.glob("manifest/*.jsonl")):
+            assert not task.done() and time.monotonic() < deadline, "no message archived"
+            await asyncio.sleep(0.05)
+        working = _archiver_tasks()
+        assert working, "the run's tasks should be at work"
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _archiver_tasks() == []
+        # Each ended by the cancellation or on its own, none by failing on a closed archive.
+        failed = [t for t in working if not t.cancelled() and t.exception() is not None]
+        assert failed == [], [t.exception() for t in failed]
+    assert verify_archive(root).ok
