@@ -3,9 +3,9 @@
 Rules mix: new messages (with attachments, into old and new sessions, more than a sync page
 so ISync overflows with 7035), sync quirks, 429 storms in every header style (the simulator
 enforces Pro while the archiver believes Business), 5xx, resets and truncated bodies, sync
-tokens that expire (code 300), attachment URLs whose JWT lives a minute or is dead on
-arrival, access tokens revoked in the middle of a run, and restarts: runs stopped at a random
-instant (SIGTERM's path, with a short grace) and whole passes.
+tokens that expire a second after issue (code 300), attachment URLs whose JWT lives a minute
+or is dead on arrival, access tokens revoked in the middle of a run, and restarts: runs stopped
+at a random instant (SIGTERM's path, with a short grace) and whole passes.
 
 After every step: `crash_audit` (nothing rewritten, no duplicate line, blobs present, no
 token ahead of its page). After an uninterrupted pass: it succeeded, every message that
@@ -34,6 +34,13 @@ from tests.reliability.audit import Truth, crash_audit, final_audit, read_manife
 from tests.reliability.harness import archiver_config, small_account
 
 RUN_TIMEOUT = 90.0
+# Sync tokens live a second: every token saved by the previous run is refused (code 300), and
+# so is a walk's cursor after a rate-limit pause. Not less: under the Pro budget that the
+# simulator enforces, one session's calls come about 0.5 s apart (four sessions at about 8/s),
+# so a shorter life refuses nearly every cursor and a pass ends only when the timing happens to
+# let one through; hypothesis then sees a run time out and its replay pass (a flaky test).
+# Zoom does not document the lifetime; the archiver is built for seconds to minutes.
+TOKEN_EXPIRY = 1.0
 
 
 class ArchiveMachine(RuleBasedStateMachine):
@@ -104,7 +111,7 @@ class ArchiveMachine(RuleBasedStateMachine):
     def faults(self, fault: str, odds: float) -> None:
         self.sim.set_switches(**{fault: odds})
 
-    @rule(expiry=st.sampled_from([None, 0.3]))
+    @rule(expiry=st.sampled_from([None, TOKEN_EXPIRY]))
     def sync_token_expiry(self, expiry: float | None) -> None:
         self.sim.set_switches(token_expiry=expiry)
 
@@ -201,7 +208,7 @@ def test_every_rule_in_one_scripted_scenario() -> None:
         ("faults", {"fault": "fault_5xx", "odds": 0.0}),
         ("faults", {"fault": "fault_reset", "odds": 0.0}),
         ("faults", {"fault": "fault_truncate", "odds": 0.0}),
-        ("sync_token_expiry", {"expiry": 0.3}),
+        ("sync_token_expiry", {"expiry": TOKEN_EXPIRY}),
         ("jwt_lifetime", {"lifetime": 60.0}),
         ("new_messages", {"n": 5, "attachments": 3, "where": "new"}),
         ("complete_pass", {"revoke": False}),
