@@ -391,12 +391,38 @@ async def _supervise(
     except asyncio.CancelledError:
         # Cancelled from outside (asyncio.run on Ctrl-C, a caller's timeout): the sync and
         # download tasks end here, before the archive they write to closes, not as orphans.
+        sync_stop.set()
+        download_stop.set()
         for task in tasks:
             task.cancel()
-        await asyncio.wait(tasks, timeout=HARD_DEADLINE)
+        await _outlast(tasks, HARD_DEADLINE)
+        log = get_logger(component="daemon")
+        for task in tasks:
+            if not task.done():
+                log.error("shutdown_task_left_running", task=task.get_name())
+            elif not task.cancelled() and task.exception() is not None:
+                # An error (a StorageError, say) that ended a task before the cancel came:
+                # said here, not hidden behind the cancellation.
+                error = _unwrap(task.exception())  # type: ignore[arg-type]
+                log.error(
+                    "run_failed_before_cancel", error=str(error), error_type=type(error).__name__
+                )
         raise
     finally:
         stop_wait.cancel()
+
+
+async def _outlast(tasks: set[asyncio.Task[None]], deadline: float) -> None:
+    """Wait up to `deadline` s for the tasks to end, through further cancellations of our own
+    task (a second Ctrl-C, an outer timeout): they must not outlive the archive they write."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + deadline
+    pending = {task for task in tasks if not task.done()}
+    while pending and (left := until - loop.time()) > 0:
+        try:
+            _, pending = await asyncio.wait(pending, timeout=left)
+        except asyncio.CancelledError:
+            continue  # the caller re-raises the first cancellation once these have ended
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -199,7 +199,10 @@ def _archiver_tasks() -> list[asyncio.Task[object]]:
     return found
 
 
-async def test_a_cancelled_run_ends_its_own_tasks_before_it_returns(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_a_cancelled_run_ends_its_own_tasks_before_it_returns(
+    tmp_path: Path, cancels: int
+) -> None:
     """asyncio.run cancels the main task on Ctrl-C, and a caller may time out: the supervisor
     and the download queue must end with the run, not go on writing after the archive closed
     (the loop would later destroy them pending, their `finally` blocks never run)."""
@@ -214,6 +217,9 @@ async def test_a_cancelled_run_ends_its_own_tasks_before_it_returns(tmp_path: Pa
         working = _archiver_tasks()
         assert working, "the run's tasks should be at work"
         task.cancel()
+        if cancels == 2:  # a second Ctrl-C, or an outer timeout, while the tasks wind down
+            await asyncio.sleep(0)
+            task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert _archiver_tasks() == []
