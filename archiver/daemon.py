@@ -18,7 +18,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -378,16 +378,10 @@ async def _supervise(
             task.cancel()  # phase 2: abandon the rest (pages are refetched, tmp/ cleaned)
         if pending:
             await asyncio.wait(pending, timeout=HARD_DEADLINE)
-        # Retrieve every task's error (asyncio would print an unretrieved one at exit) and
-        # raise the first: both usually carry the same StorageError.
-        errors = [
-            task.exception()
-            for task in (sync_task, download_task)
-            if task.done() and not task.cancelled()
-        ]
-        first = next((exc for exc in errors if exc is not None), None)
-        if first is not None:
-            raise _unwrap(first)
+        # Raise the first error: both tasks usually carry the same StorageError.
+        failures = _failures((sync_task, download_task))
+        if failures:
+            raise failures[0]
     except asyncio.CancelledError:
         # Cancelled from outside (asyncio.run on Ctrl-C, a caller's timeout): the sync and
         # download tasks end here, before the archive they write to closes, not as orphans.
@@ -400,13 +394,10 @@ async def _supervise(
         for task in tasks:
             if not task.done():
                 log.error("shutdown_task_left_running", task=task.get_name())
-            elif not task.cancelled() and task.exception() is not None:
-                # An error (a StorageError, say) that ended a task before the cancel came:
-                # said here, not hidden behind the cancellation.
-                error = _unwrap(task.exception())  # type: ignore[arg-type]
-                log.error(
-                    "run_failed_before_cancel", error=str(error), error_type=type(error).__name__
-                )
+        # An error (a StorageError, say) that ended a task before the cancel came: said here,
+        # not hidden behind the cancellation.
+        for error in _failures((sync_task, download_task)):
+            log.error("run_failed_before_cancel", error=str(error), error_type=type(error).__name__)
         raise
     finally:
         stop_wait.cancel()
@@ -423,6 +414,13 @@ async def _outlast(tasks: set[asyncio.Task[None]], deadline: float) -> None:
             _, pending = await asyncio.wait(pending, timeout=left)
         except asyncio.CancelledError:
             continue  # the caller re-raises the first cancellation once these have ended
+
+
+def _failures(tasks: Iterable[asyncio.Task[None]]) -> list[BaseException]:
+    """The errors that ended these tasks, unwrapped, in order. Every finished task's exception
+    is retrieved, so asyncio prints none of them as unretrieved at exit."""
+    errors = (task.exception() for task in tasks if task.done() and not task.cancelled())
+    return [_unwrap(exc) for exc in errors if exc is not None]
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -54,12 +54,14 @@ class Bed:
         return SessionSync(self.zoom, self.writer, self.state, count=self.count, **kwargs)
 
     async def run_pass(self, **kwargs: Any) -> Supervisor:
-        """One `--once` pass. `fast=True`: no pauses between retries (new-API tests only)."""
+        """One `--once` pass. `fast=True`: no pauses between retries (new-API tests only),
+        unless a `backoff` of the test's own is given. `supervisor`: a subclass to run."""
         fast = kwargs.pop("fast", False)
+        kind = kwargs.pop("supervisor", Supervisor)
         sync = self.session_sync(pause=lambda _n: 0.0) if fast else self.session_sync()
         if fast:
-            kwargs["backoff"] = lambda _n: 0.0
-        supervisor = Supervisor(self.config, self.listing, self.state, sync, once=True, **kwargs)
+            kwargs.setdefault("backoff", lambda _n: 0.0)
+        supervisor = kind(self.config, self.listing, self.state, sync, once=True, **kwargs)
         await asyncio.wait_for(supervisor.run(asyncio.Event()), 60)
         return supervisor
 

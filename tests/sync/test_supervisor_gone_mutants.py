@@ -5,7 +5,6 @@ pass-level tests in test_confirming_isync.py let through (docs/TESTING.md)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from structlog.testing import capture_logs
@@ -54,14 +53,13 @@ async def run_pass(bed: Bed, script: list[str], backoffs: list[int]) -> Watched:
     bed.zoom = zoom
     bed.listing.zoom = zoom
     zoom.add(3)
-    sync = bed.session_sync(pause=lambda _n: 0.0)
 
     def backoff(attempt: int) -> float:
         backoffs.append(attempt)
         return 0.0
 
-    supervisor = Watched(bed.config, bed.listing, bed.state, sync, once=True, backoff=backoff)
-    await asyncio.wait_for(supervisor.run(asyncio.Event()), 60)
+    supervisor = await bed.run_pass(fast=True, backoff=backoff, supervisor=Watched)
+    assert isinstance(supervisor, Watched)
     return supervisor
 
 
