@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -547,3 +548,21 @@ def test_a_crash_before_torn_tail_repaired_still_records_the_cut(
     assert (archive / repaired["recovered"]).read_bytes() == b'{"at":"2026-'
     assert len(list((archive / "recovered").glob("*.tail"))) == 1
     assert verify_archive(archive, trust=[pub(keys)]).ok
+
+
+def test_lines_forged_after_a_stop_are_one_problem_that_names_the_stop(
+    archive: Path, keys: tuple[Path, Path]
+) -> None:
+    """One problem per intrusion, at its first line, naming the stop it follows: the lines
+    after it are the same intrusion, not as many problems."""
+    stop = json.loads(lines(archive)[-1])
+    assert stop["event"] == "stop"
+    forged = [append_chained(archive, forged_message(80 + n)) for n in range(3)]
+    for trust in ([], [pub(keys)]):
+        report = verify_archive(archive, trust=trust)
+        assert [(p.kind, p.seq) for p in report.problems] == [("after_stop", forged[0]["seq"])]
+        wanted = (
+            rf"a message line after the stop at seq {stop['seq']} \(\d{{6}}\.jsonl:\d+\) "
+            r"and no `start` line between: not written by the daemon"
+        )
+        assert re.fullmatch(wanted, report.problems[0].detail), report.problems[0].detail
