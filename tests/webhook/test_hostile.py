@@ -343,4 +343,8 @@ async def test_forged_shape_headers_neither_buffer_bodies_nor_lock_zoom_out(
             for w in held:
                 w.close()
         assert len(held) >= cap // 2, len(held)
-        assert during - before < 30 * 1024, (before, during)
+        # Buffering the bodies holds len(held) x 1 MiB (~320 MiB on 077c09d); reading them in
+        # 8 KiB steps held 14-19 MiB here (2 cores, alone and beside 4 busy processes) and
+        # 37 MiB once in CI under the whole suite, where the allocator's and the kernel's
+        # rounding differ. A quarter of the buffered size tells the two apart with room both ways.
+        assert during - before < len(held) * mib // 4 // 1024, (before, during, len(held))
