@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import time
 from pathlib import Path
@@ -227,3 +228,33 @@ async def test_a_cancelled_run_ends_its_own_tasks_before_it_returns(
         failed = [t for t in working if not t.cancelled() and t.exception() is not None]
         assert failed == [], [t.exception() for t in failed]
     assert verify_archive(root).ok
+
+
+async def test_sync_tokens_that_expire_between_calls_end_the_pass_incomplete(
+    tmp_path: Path,
+) -> None:
+    """Tokens refused in any later request (`token_expiry` far below the call spacing): the
+    pass ends, incomplete, naming the cause and the fix; before the fix it never ended (with
+    `token_expiry = 0.01` and a 5% share of a Pro budget: 50 of 147 messages in 240 s)."""
+    async with Simulator(sim_config(sessions=4, token_expiry=1e-6)) as sim:
+        path = write_config(tmp_path, sim, sync="count = 10")
+        outcome = await asyncio.wait_for(run_once(path), 120)
+        assert not outcome.ok
+        truth = truth_messages(sim)
+        sizes = collections.Counter(sid for sid, _mid in truth)
+        deep = {sid for sid, n in sizes.items() if n > 10}  # more than one page: BSyncs needed
+        assert deep and deep <= outcome.incomplete.keys()
+        reasons = set(outcome.incomplete.values())
+        assert all("sync cursor was refused" in why and "[rate_limits] share" in why
+                   for why in reasons), reasons  # fmt: skip
+        assert "sync cursor was refused" in outcome.summary()
+        # What was archived is Zoom's, and verifies (FSync needs no token: first contact works).
+        archived = archived_messages(tmp_path / "archive")
+        assert {sid for sid, _mid in archived} == set(sizes)
+        assert set(archived) <= set(truth)
+        assert verify_archive(tmp_path / "archive").ok
+        # Tokens that live again: the next pass completes.
+        sim.set_switches(token_expiry=None)
+        again = await asyncio.wait_for(run_once(path), 120)
+        assert again.ok, again.summary()
+        assert_matches_truth(tmp_path / "archive", sim)

@@ -21,6 +21,10 @@ Rules that keep the archive complete (DESIGN.md, invariants 4 and 8):
   on both.
 - A non-empty page without `sync_token`: its messages are archived, the cursor stays, the
   request is repeated after a pause; `NO_TOKEN_LIMIT` in a row make the step fail.
+- A refused cursor (code 300) restarts a walk from the newest end; `REFUSAL_LIMIT` restarts
+  in a row that never got past the oldest message the walk had reached make the step fail
+  (tokens that expire before the next call can come would otherwise re-walk for ever). The
+  walk is saved with its count cleared, so the next attempt has the same allowance.
 """
 
 from __future__ import annotations
@@ -28,14 +32,20 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from archiver.errors import SessionGoneError, SyncTokenInvalid, ZoomResponseError
+from archiver.errors import (
+    SessionGoneError,
+    SyncTokenInvalid,
+    ZoomResponseError,
+    ZoomSessionError,
+)
 from archiver.ops.logs import get_logger
 from archiver.sync.walk import (
     NO_TOKEN_LIMIT,
+    REFUSAL_LIMIT,
     PageFacts,
     Phase,
     Walk,
@@ -164,9 +174,7 @@ class SessionSync:
                 except SyncTokenInvalid as exc:
                     if walk.cursor is None:
                         raise  # an FSync refused "resync with FSync": Zoom contradicts itself
-                    get_logger(session_id=session_id).info("walk_cursor_refused", code=exc.code)
-                    walk = restarted(walk)
-                    self._save_walk(session_id, walk)
+                    walk = self._restart_walk(session_id, walk, exc)
                     continue
                 new_before = result.new + result.changed
                 facts = await self._archive(session_id, page, result)
@@ -304,17 +312,24 @@ class SessionSync:
                 gap.get("cursor"),
                 Phase.WALKING,
                 int(gap.get("no_token", 0)),
+                gap.get("frontier"),
                 at=gap.get("at"),
                 edge=tuple(gap.get("edge") or ()),
                 repeat=gap.get("repeat"),
+                refused=int(gap.get("refused", 0)),
             )
             sync_type = BSYNC if walk.cursor else FSYNC
             try:
                 page = await self._api.sync(session_id, sync_type, self._count, walk.cursor)
-            except SyncTokenInvalid:
+            except SyncTokenInvalid as exc:
                 if walk.cursor is None:
                     raise
-                # The gap cursor itself expired: start the recovery again from the top.
+                # The gap cursor itself expired: start the recovery again from the top (the
+                # frontier kept: only a page older than it is progress).
+                refused = restarted(walk).refused
+                get_logger(session_id=session_id).info(
+                    "gap_cursor_refused", code=exc.code, refused=refused
+                )
                 gap = {
                     **gap,
                     "cursor": None,
@@ -322,7 +337,11 @@ class SessionSync:
                     "no_token": 0,
                     "edge": [],
                     "repeat": None,
+                    "refused": refused,
                 }
+                if refused >= REFUSAL_LIMIT:
+                    self._set_gap(session_id, {**gap, "refused": 0})
+                    self._refusal_failure(session_id, refused, exc)
                 self._set_gap(session_id, gap)
                 continue
             boundary = (int(gap["seq"]), gap.get("hwm"))
@@ -349,6 +368,8 @@ class SessionSync:
                 **gap,
                 "cursor": walk.cursor,
                 "no_token": walk.no_token,
+                "frontier": walk.frontier,
+                "refused": walk.refused,
                 "at": walk.at,
                 "edge": list(walk.edge),
                 "repeat": walk.repeat,  # a first edge-only page: one more BSync settles it
@@ -413,6 +434,30 @@ class SessionSync:
             endpoint=ENDPOINT,
             session_id=session_id,
         )
+
+    def _restart_walk(self, session_id: str, walk: Walk, exc: SyncTokenInvalid) -> Walk:
+        """The backfill walk after its cursor was refused, saved; the step fails after
+        `REFUSAL_LIMIT` restarts that never got past the walk's frontier."""
+        walk = restarted(walk)
+        get_logger(session_id=session_id).info(
+            "walk_cursor_refused", code=exc.code, refused=walk.refused
+        )
+        if walk.refused >= REFUSAL_LIMIT:
+            self._save_walk(session_id, replace(walk, refused=0))
+            self._refusal_failure(session_id, walk.refused, exc)
+        self._save_walk(session_id, walk)
+        return walk
+
+    def _refusal_failure(self, session_id: str, refused: int, exc: SyncTokenInvalid) -> None:
+        raise ZoomSessionError(
+            f"the sync cursor was refused {refused} times in a row (code {exc.code}) before the "
+            "walk got past the oldest message it had reached: Zoom's sync tokens expire before "
+            "this daemon's next call comes. The walk starts again from the newest end on the "
+            "next try; if this repeats, raise [rate_limits] share or lower [sync] workers, so "
+            "that one session's calls follow each other sooner",
+            endpoint=ENDPOINT,
+            session_id=session_id,
+        ) from exc
 
     async def _gone(self, session_id: str, exc: SessionGoneError, result: StepResult) -> None:
         get_logger(session_id=session_id).warning("session_gone", error=str(exc))

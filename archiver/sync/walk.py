@@ -29,7 +29,11 @@ token lifetime is undocumented) the walk restarts from FSync, and the pages abov
 are a re-walk of what is held: `is_rewalk` lets the caller leave them out of a turn's page
 budget, so a walk whose turns lie further apart than the token lifetime still advances; a
 page is such a re-walk page only when the walk moved older (`at`, the previous page's oldest
-time), so a Zoom that answers the same page again cannot make a turn endless.
+time), so a Zoom that answers the same page again cannot make a turn endless. `refused` counts
+the restarts since the frontier last moved older: a Zoom whose tokens expire before the next
+call can come (calls spaced wider than the token lifetime) refuses every cursor, and the walk
+would re-walk its newest pages for ever; `REFUSAL_LIMIT` such restarts in a row make the
+caller fail the step, saying why, instead of ending a pass that never ends.
 
 Pure: no I/O, table-tested in tests/sync/test_walk.py.
 """
@@ -45,6 +49,7 @@ from typing import Final
 from archiver.zoom.models import parse_time
 
 NO_TOKEN_LIMIT: Final = 5
+REFUSAL_LIMIT: Final = 5
 
 
 class Phase(StrEnum):
@@ -72,6 +77,7 @@ class Walk:
     # The cursor after a short edge-only page (its token, else the cursor kept): one more
     # such answer to the request from it confirms the start.
     repeat: str | None = None
+    refused: int = 0  # cursors refused since the frontier last moved older (restarts)
 
     @property
     def ended(self) -> bool:
@@ -94,6 +100,7 @@ class Walk:
                 at=data.get("at"),
                 edge=tuple(str(i) for i in data.get("edge") or ()),
                 repeat=data.get("repeat"),
+                refused=int(data.get("refused", 0)),
             )
         except (ValueError, TypeError, AttributeError):
             return None  # a cache entry we cannot read: walk again from the newest end
@@ -114,9 +121,13 @@ class PageFacts:
 def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
     """The walk after `page` (already archived) came back for a request from `walk.cursor`."""
     frontier = _older(walk.frontier, page.oldest)
+    # Past the oldest message reached before: a restart (a refused cursor) is behind us.
+    refused = walk.refused if frontier == walk.frontier else 0
     if page.size == 0:
         # Nothing older than the cursor: the start of history, token or not.
-        return replace(walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier, repeat=None)
+        return replace(
+            walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier, repeat=None, refused=0
+        )
     if page.size < count and only_edge(walk, page):
         return _after_edge_only(walk, page, frontier)
     at = page.oldest.isoformat() if page.oldest is not None else walk.at
@@ -127,9 +138,9 @@ def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
         # are safe already).
         streak = walk.no_token + 1
         phase = Phase.NO_TOKEN if streak >= NO_TOKEN_LIMIT else walk.phase
-        return Walk(walk.cursor, phase, streak, frontier, walk.at, walk.edge)
+        return Walk(walk.cursor, phase, streak, frontier, walk.at, walk.edge, refused=refused)
     phase = Phase.PROBABLE_START if page.size < count else Phase.WALKING
-    return Walk(page.token, phase, 0, frontier, at, page.edge)
+    return Walk(page.token, phase, 0, frontier, at, page.edge, refused=refused)
 
 
 def _after_edge_only(walk: Walk, page: PageFacts, frontier: str | None) -> Walk:
@@ -159,8 +170,9 @@ def only_edge(walk: Walk, page: PageFacts) -> bool:
 
 
 def restarted(walk: Walk) -> Walk:
-    """The walk after its cursor was refused: from the newest end again, frontier kept."""
-    return Walk(None, Phase.WALKING, 0, walk.frontier)
+    """The walk after its cursor was refused: from the newest end again, frontier kept, one
+    more restart counted (`refused` >= `REFUSAL_LIMIT`: the caller fails the step)."""
+    return Walk(None, Phase.WALKING, 0, walk.frontier, refused=walk.refused + 1)
 
 
 def is_rewalk(walk: Walk, page: PageFacts, new_messages: int) -> bool:

@@ -16,6 +16,7 @@ from archiver.sync.walk import (
     restarted,
 )
 
+T0 = datetime(2023, 12, 1, tzinfo=UTC)
 T1 = datetime(2024, 1, 1, tzinfo=UTC)
 T2 = datetime(2024, 2, 1, tzinfo=UTC)
 COUNT = 10
@@ -75,7 +76,30 @@ def test_only_empty_and_met_end_a_walk() -> None:
 
 def test_restart_keeps_the_frontier_and_drops_the_cursor() -> None:
     walk = Walk("c", Phase.PROBABLE_START, 2, T1.isoformat())
-    assert restarted(walk) == Walk(None, Phase.WALKING, 0, T1.isoformat())
+    assert restarted(walk) == Walk(None, Phase.WALKING, 0, T1.isoformat(), refused=1)
+    assert restarted(restarted(walk)).refused == 2
+
+
+@pytest.mark.parametrize(
+    ("page", "refused"),
+    [
+        (PageFacts(COUNT, "n", T2), 3),  # the FSync after a restart, above the frontier
+        (PageFacts(COUNT, "n", T1), 3),  # at the frontier's second: not past it
+        (PageFacts(COUNT, None, T2), 3),  # no token: the same request again
+        (PageFacts(COUNT, "n", T0), 0),  # older than anything the walk held: past it
+        (PageFacts(COUNT, None, T0), 0),  # past it, even without a token
+        (PageFacts(COUNT, "n", None), 3),  # a page without times proves nothing
+    ],
+)
+def test_refusals_count_until_a_page_gets_past_the_frontier(page: PageFacts, refused: int) -> None:
+    walk = Walk("c", Phase.WALKING, 0, T1.isoformat(), refused=3)
+    assert after_page(walk, page, COUNT).refused == refused
+
+
+def test_an_edge_only_page_after_a_restart_keeps_the_count() -> None:
+    walk = Walk("c", Phase.WALKING, 0, T1.isoformat(), at=T1.isoformat(), edge=("m1",), refused=2)
+    after = after_page(walk, PageFacts(1, "n", T1, ids=("m1",), edge=("m1",)), COUNT)
+    assert (after.phase, after.refused) == (Phase.PROBABLE_START, 2)
 
 
 @pytest.mark.parametrize(
@@ -102,8 +126,9 @@ def test_unreadable_saved_walk_is_none(raw: str | None) -> None:
 
 
 def test_walk_round_trips_through_json() -> None:
-    walk = Walk("c", Phase.PROBABLE_START, 3, T1.isoformat())
+    walk = Walk("c", Phase.PROBABLE_START, 3, T1.isoformat(), refused=4)
     assert Walk.from_json(walk.to_json()) == walk
+    assert Walk.from_json('{"cursor": "c"}') == Walk("c")  # saved before `refused` existed
 
 
 EDGE = ("m1", "m2")
