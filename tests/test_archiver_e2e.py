@@ -258,3 +258,24 @@ async def test_sync_tokens_that_expire_between_calls_end_the_pass_incomplete(
         again = await asyncio.wait_for(run_once(path), 120)
         assert again.ok, again.summary()
         assert_matches_truth(tmp_path / "archive", sim)
+
+
+async def test_a_message_visible_late_is_archived_with_no_lookback(tmp_path: Path) -> None:
+    """Zoom shows a message a few seconds after its `date_time` (the simulator's
+    `visible_lag`): the pass that began in between cannot see it, and the next must list its
+    second again even with `lookback = 0` (before the fix the window began at the watermark,
+    after that second, and the message was never archived)."""
+    async with Simulator(sim_config(sessions=3)) as sim:
+        path = write_config(tmp_path, sim, sync="lookback = 0")
+        assert (await run_once(path)).ok
+        sim.set_switches(visible_lag=4.5)
+        sim.add_messages(2)
+        # The next pass begins seconds after their date_time (two: the daemon knows Zoom's
+        # clock from `Date`, to the second), while Zoom still hides them.
+        await asyncio.sleep(2.2)
+        blind = await run_once(path)
+        assert blind.ok and blind.new_messages == 0  # Zoom shows nothing new yet
+        await asyncio.sleep(2.5)  # now it does
+        seen = await run_once(path)
+        assert seen.ok and seen.new_messages == 2
+        assert_matches_truth(tmp_path / "archive", sim)

@@ -81,6 +81,11 @@ def api_routes(state: SimState) -> list[web.RouteDef]:
     ]
 
 
+def visible_until(lag: float) -> int | None:
+    """The newest message time (ms) shown now under `visible_lag` (None: every message)."""
+    return None if not lag else int((time.time() - lag) * 1000)
+
+
 def _json(body: bytes) -> web.Response:
     return web.Response(body=body, content_type=JSON_TYPE)
 
@@ -193,6 +198,7 @@ class Api:
         if filter_type not in FILTER_TYPES:
             raise invalid_field("filter_type")
         low, high = time_window(query, time.time())
+        until = visible_until(config.visible_lag)
         phone = query.get("phone_number")
         after = -1
         if query.get("next_page_token"):
@@ -208,7 +214,7 @@ class Api:
                 continue
             if phone and all(p["phone_number"] != phone for p in (session.owner, *session.peers)):
                 continue
-            if not session.has_message_between(filter_type, low, high):
+            if not session.has_message_between(filter_type, low, high, until):
                 continue
             if len(found) == page_size:
                 more = True
@@ -217,7 +223,7 @@ class Api:
         token = _page_token(found[-1].seq) if more else ""
         return _json(
             b'{"next_page_token":%b,"page_size":%d,"sms_sessions":[%b]}'
-            % (dumps(token), page_size, b",".join(s.listing_json() for s in found))
+            % (dumps(token), page_size, b",".join(s.listing_json(until) for s in found))
         )
 
     async def details(self, request: web.Request) -> web.Response:
@@ -235,6 +241,8 @@ class Api:
             offset, issued = _read_page_token(query["next_page_token"], 2)
             if now - issued > PAGE_TOKEN_LIFETIME:
                 raise ApiError(400, 300, MSG_BAD_PAGE)
+        until = visible_until(self.state.config.visible_lag)
+        high = high if until is None else min(high, until)
         lo, hi = bisect.bisect_left(session.times, low), bisect.bisect_right(session.times, high)
         chosen = [m for m in session.messages[lo:hi] if status in ("all", m.delivery_status)]
         if sort == 2:
@@ -271,7 +279,8 @@ class Api:
         )
         short = state.short_page(sync_type, count)
         try:
-            page, window = sync_page(session.times, sync_type, count, window, quirks, short=short)
+            times = session.visible_times(visible_until(config.visible_lag))
+            page, window = sync_page(times, sync_type, count, window, quirks, short=short)
         except TooManyNew:
             raise ApiError(400, 7035, MSG_7035) from None
         if short is not None and page and len(page) < count and window.older > session.times[0]:

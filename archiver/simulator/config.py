@@ -150,6 +150,11 @@ class SimulatorConfig:
     )
     # --- live traffic and sync tokens ---
     live_rate: float = knob(0.0, "new messages per second while running (0 = off)")
+    visible_lag: float = knob(
+        0.0,
+        "seconds after its date_time before a message shows in the session list, sync pages "
+        "and message details (0 = at once; the archiver assumes at most 5)",
+    )
     token_expiry: float | None = knob(
         None,
         "sync tokens are refused (400, code 300) this many seconds after they were issued "
@@ -260,6 +265,7 @@ def _check_ranges(config: SimulatorConfig) -> None:
         "slow_seconds",
         "stall_seconds",
         "live_rate",
+        "visible_lag",
     ):
         _at_least(getattr(config, name), 0, name)
     for name in ("token_lifetime", "history_days", "mean_messages", "token_expiry"):

@@ -72,10 +72,22 @@ class Session:
     def last_ms(self) -> int:
         return self.times[-1] if self.times else 0
 
-    def has_message_between(self, kind: str, lo_ms: int, hi_ms: int) -> bool:
-        """Whether a message of `kind` (Zoom's filter_type) falls in [lo_ms, hi_ms]."""
+    def visible_times(self, until_ms: int | None) -> list[int]:
+        """`times` of the messages stamped at or before `until_ms` (None: all of them)."""
+        if until_ms is None or not self.times or self.times[-1] <= until_ms:
+            return self.times
+        return self.times[: bisect.bisect_right(self.times, until_ms)]
+
+    def has_message_between(
+        self, kind: str, lo_ms: int, hi_ms: int, until_ms: int | None = None
+    ) -> bool:
+        """Whether a message of `kind` (Zoom's filter_type) falls in [lo_ms, hi_ms], of
+        those stamped at or before `until_ms` (the visible ones)."""
+        if until_ms is not None:
+            hi_ms = min(hi_ms, until_ms) if kind != "last_message_time" else hi_ms
         if kind == "last_message_time":
-            return bool(self.times) and lo_ms <= self.times[-1] <= hi_ms
+            visible = self.visible_times(until_ms)
+            return bool(visible) and lo_ms <= visible[-1] <= hi_ms
         lists = {
             "sent_message_time": (self.out_times,),
             "received_message_time": (self.in_times,),
@@ -83,7 +95,8 @@ class Session:
         }[kind]
         return any(bisect.bisect_left(t, lo_ms) < bisect.bisect_right(t, hi_ms) for t in lists)
 
-    def listing_json(self) -> bytes:
+    def listing_json(self, until_ms: int | None = None) -> bytes:
+        visible = self.visible_times(until_ms)
         return b"".join(
             (
                 b'{"session_id":',
@@ -91,7 +104,7 @@ class Session:
                 b',"session_type":',
                 dumps(self.session_type),
                 b',"last_access_time":"',
-                iso_seconds(self.last_ms).encode(),
+                iso_seconds(visible[-1] if visible else 0).encode(),
                 b'","participants":',
                 self.participants_json,
                 b"}",

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Protocol
 
+from archiver.config import MAX_SYNC_COUNT
 from archiver.errors import (
     SessionGoneError,
     SyncTokenInvalid,
@@ -51,6 +52,7 @@ from archiver.sync.walk import (
     Walk,
     after_page,
     is_rewalk,
+    page_count,
     restarted,
 )
 from archiver.zoom.models import JsonObject, SyncPage, parse_time
@@ -169,8 +171,9 @@ class SessionSync:
             budget, rewalk = max_pages, 0
             while not walk.ended and budget > 0 and not should_stop():
                 sync_type = BSYNC if walk.cursor else FSYNC
+                asked = page_count(walk, self._count)
                 try:
-                    page = await self._api.sync(session_id, sync_type, self._count, walk.cursor)
+                    page = await self._api.sync(session_id, sync_type, asked, walk.cursor)
                 except SyncTokenInvalid as exc:
                     if walk.cursor is None:
                         raise  # an FSync refused "resync with FSync": Zoom contradicts itself
@@ -179,10 +182,11 @@ class SessionSync:
                 new_before = result.new + result.changed
                 facts = await self._archive(session_id, page, result)
                 previous = walk
-                walk = after_page(walk, facts, self._count)
+                walk = after_page(walk, facts, asked)
                 self._save_walk(session_id, walk)
                 if walk.phase is Phase.NO_TOKEN:
                     self._no_token_failure(session_id, walk)
+                self._check_room(session_id, walk, asked)
                 if is_rewalk(previous, facts, result.new + result.changed - new_before):
                     rewalk += 1
                     if rewalk >= REWALK_PAGES_PER_TURN:
@@ -317,10 +321,12 @@ class SessionSync:
                 edge=tuple(gap.get("edge") or ()),
                 repeat=gap.get("repeat"),
                 refused=int(gap.get("refused", 0)),
+                widen=int(gap.get("widen", 0)),
             )
             sync_type = BSYNC if walk.cursor else FSYNC
+            asked = page_count(walk, self._count)
             try:
-                page = await self._api.sync(session_id, sync_type, self._count, walk.cursor)
+                page = await self._api.sync(session_id, sync_type, asked, walk.cursor)
             except SyncTokenInvalid as exc:
                 if walk.cursor is None:
                     raise
@@ -356,7 +362,7 @@ class SessionSync:
                     await asyncio.sleep(self._pause(gap["no_token"]))
                     continue
                 gap = {**gap, "newest": page.sync_token, "top": newest_time(page.messages)}
-            walk = after_page(walk, facts, self._count)
+            walk = after_page(walk, facts, asked)
             if walk.ended:
                 if gap.get("newest"):
                     self._state.save_sync_tokens(session_id, newest_token=gap["newest"])
@@ -370,6 +376,7 @@ class SessionSync:
                 "no_token": walk.no_token,
                 "frontier": walk.frontier,
                 "refused": walk.refused,
+                "widen": walk.widen,
                 "at": walk.at,
                 "edge": list(walk.edge),
                 "repeat": walk.repeat,  # a first edge-only page: one more BSync settles it
@@ -377,6 +384,7 @@ class SessionSync:
             self._set_gap(session_id, gap)
             if walk.phase is Phase.NO_TOKEN:
                 self._no_token_failure(session_id, walk)
+            self._check_room(session_id, walk, asked)
             if walk.no_token:
                 await asyncio.sleep(self._pause(walk.no_token))
         return True
@@ -447,6 +455,18 @@ class SessionSync:
             self._refusal_failure(session_id, walk.refused, exc)
         self._save_walk(session_id, walk)
         return walk
+
+    def _check_room(self, session_id: str, walk: Walk, asked: int) -> None:
+        """Fail the step when a page of Zoom's maximum `count` held only the cursor's edge:
+        asking for more cannot help (the walk is saved; the next try asks the same)."""
+        if walk.widen and asked >= MAX_SYNC_COUNT:
+            raise ZoomSessionError(
+                f"{walk.widen} full BSync pages in a row (the last of count={asked}, Zoom's "
+                "maximum) held only messages the cursor already covered: nothing older can "
+                "come back; the walk keeps its cursor and is tried again later",
+                endpoint=ENDPOINT,
+                session_id=session_id,
+            )
 
     def _refusal_failure(self, session_id: str, refused: int, exc: SyncTokenInvalid) -> None:
         raise ZoomSessionError(

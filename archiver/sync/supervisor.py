@@ -337,7 +337,9 @@ class Supervisor:
                         return
                     seen.append((window, await self._list_window(*window)))
                 self._state.set_meta(META_HISTORY_FROM, wanted_from.isoformat())
-            lookback = timedelta(seconds=self._config.sync.lookback)
+            # Even with `lookback = 0` the seconds before the watermark in which a message may
+            # still have been invisible (SAME_SECOND_MARGIN) are listed again.
+            lookback = max(timedelta(seconds=self._config.sync.lookback), SAME_SECOND_MARGIN)
             since = datetime.fromisoformat(watermark) - lookback
             for window in month_windows(since, started + CLOCK_SKEW):
                 if self._stop.is_set():

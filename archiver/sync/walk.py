@@ -35,6 +35,12 @@ call can come (calls spaced wider than the token lifetime) refuses every cursor,
 would re-walk its newest pages for ever; `REFUSAL_LIMIT` such restarts in a row make the
 caller fail the step, saying why, instead of ending a pass that never ends.
 
+A full BSync page holding only the cursor's edge (a Zoom whose lower bound is inclusive and
+`count` smaller than the repeats: with `count = 1` the covered message takes the only slot)
+has no room for anything older: the same request is made again asking for twice as many
+(`page_count`, `widen`), up to Zoom's maximum; the caller fails the step if even that page is
+only the edge.
+
 Pure: no I/O, table-tested in tests/sync/test_walk.py.
 """
 
@@ -46,6 +52,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from archiver.config import MAX_SYNC_COUNT
 from archiver.zoom.models import parse_time
 
 NO_TOKEN_LIMIT: Final = 5
@@ -78,6 +85,7 @@ class Walk:
     # such answer to the request from it confirms the start.
     repeat: str | None = None
     refused: int = 0  # cursors refused since the frontier last moved older (restarts)
+    widen: int = 0  # full pages in a row of only the cursor's edge (see `page_count`)
 
     @property
     def ended(self) -> bool:
@@ -101,6 +109,7 @@ class Walk:
                 edge=tuple(str(i) for i in data.get("edge") or ()),
                 repeat=data.get("repeat"),
                 refused=int(data.get("refused", 0)),
+                widen=int(data.get("widen", 0)),
             )
         except (ValueError, TypeError, AttributeError):
             return None  # a cache entry we cannot read: walk again from the newest end
@@ -133,6 +142,20 @@ def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
     at = page.oldest.isoformat() if page.oldest is not None else walk.at
     if page.met:
         return Walk(page.token or walk.cursor, Phase.MET, 0, frontier, at, page.edge)
+    if only_edge(walk, page):
+        # Full, and nothing older: the repeats of what the cursor covers took every slot.
+        # The same request again, for twice as many (`page_count`); nothing is concluded.
+        streak = 0 if page.token else walk.no_token + 1
+        phase = Phase.NO_TOKEN if streak >= NO_TOKEN_LIMIT else Phase.WALKING
+        return replace(
+            walk,
+            cursor=page.token or walk.cursor,
+            phase=phase,
+            no_token=streak,
+            frontier=frontier,
+            repeat=None,
+            widen=walk.widen + 1,
+        )
     if not page.token:
         # Keep the cursor (and where it is): the same request is made again (its messages
         # are safe already).
@@ -156,6 +179,12 @@ def _after_edge_only(walk: Walk, page: PageFacts, frontier: str | None) -> Walk:
     return replace(
         walk, cursor=cursor, phase=phase, no_token=streak, frontier=frontier, repeat=cursor
     )
+
+
+def page_count(walk: Walk, count: int) -> int:
+    """The `count` to ask for from `walk.cursor`: the configured one, doubled for each full
+    page in a row that held only the cursor's edge, at most Zoom's maximum."""
+    return min(MAX_SYNC_COUNT, count << min(walk.widen, 8))
 
 
 def only_edge(walk: Walk, page: PageFacts) -> bool:

@@ -215,8 +215,19 @@ NAMED: dict[str, Case] = {
         (("pass", 0), ("burst_one", 2), ("pass", 0), ("pass", 0)),
         count=5,
     ),
+    "messages visible late, no lookback": _named(
+        2,
+        Behaviour(visible_lag=4),
+        # Sent at t, visible at t + 4, the poll at t + 2 sees nothing: the next one must list t.
+        (("pass", 0), ("burst_one", 2), ("advance", 2), ("pass", 0), ("advance", 10), ("pass", 0)),
+        count=5,
+        lookback=0,
+    ),
     "every BSync repeats the covered message": _named(
         1, Behaviour(overlap=1.0), (*_GAP, ("pass", 0)), messages=7, count=3
+    ),
+    "every BSync repeats the covered message, count 1": _named(
+        1, Behaviour(overlap=1.0), (*_GAP, ("pass", 0)), messages=7, count=1
     ),
     "the list paged by offset while sessions move": _named(
         2,

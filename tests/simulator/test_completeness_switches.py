@@ -259,3 +259,21 @@ async def test_every_switch_at_once_still_shows_all_the_truth(http: aiohttp.Clie
         assert [x.replace(sim.file_url.encode(), b"F") for x in sim.truth_lines()] == [
             x.replace(calm.file_url.encode(), b"F") for x in calm.truth_lines()
         ]
+
+
+async def test_a_message_shows_visible_lag_seconds_after_its_date_time(
+    zoom: Zoom, sim: Simulator
+) -> None:
+    session_id, _truth = largest(sim)
+    [shown] = sim.add_messages(1, session_id=session_id)
+    await asyncio.sleep(1.6)  # older than the lag: shown
+    sim.set_switches(visible_lag=1.5)
+    [added] = [m["message_id"] for m in sim.add_messages(1, session_id=session_id)]
+    fsync = (await zoom.sync(session_id, "FSync", 3)).json()
+    assert ids(fsync["sms_histories"])[0] == shown["message_id"]  # not yet the new one
+    listing = (await zoom.get(LIST, page_size=100)).json()["sms_sessions"]
+    listed = {s["session_id"]: s["last_access_time"] for s in listing}
+    assert listed[session_id] == shown["record"]["date_time"][:19] + "Z"
+    await asyncio.sleep(1.6)
+    later = (await zoom.sync(session_id, "ISync", 3, sync_token=fsync["sync_token"])).json()
+    assert ids(later["sms_histories"]) == [added]

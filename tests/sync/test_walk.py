@@ -13,6 +13,7 @@ from archiver.sync.walk import (
     Walk,
     after_page,
     is_rewalk,
+    page_count,
     restarted,
 )
 
@@ -198,3 +199,26 @@ def test_a_rewalk_page_is_free_only_when_it_moved_older() -> None:
     assert is_rewalk(walk, PageFacts(COUNT, "n", datetime(2024, 1, 15, tzinfo=UTC)), 0)
     assert not is_rewalk(walk, PageFacts(COUNT, "n", T2), 0)  # the same answer again
     assert is_rewalk(restarted(walk), PageFacts(COUNT, "n", T2), 0)  # the FSync after a restart
+
+
+def test_a_full_page_of_only_the_edge_asks_again_for_twice_as_many() -> None:
+    """count = 1 and an inclusive lower bound: the covered message takes the only slot."""
+    walk = Walk("c", Phase.WALKING, 0, T1.isoformat(), at=T1.isoformat(), edge=("m1",))
+    assert page_count(walk, 1) == 1
+    full = after_page(walk, PageFacts(1, "n", T1, ids=("m1",), edge=("m1",)), 1)
+    assert (full.cursor, full.phase, full.widen, full.edge) == ("n", Phase.WALKING, 1, ("m1",))
+    assert page_count(full, 1) == 2
+    again = after_page(full, PageFacts(2, "o", T1, ids=("m1",) * 2, edge=("m1",)), 2)
+    assert (again.widen, page_count(again, 1)) == (2, 4)
+    # Something older came back: the configured count again.
+    older = after_page(again, PageFacts(4, "p", T0, ids=("m1", "m0"), edge=("m0",)), 4)
+    assert (older.widen, older.phase, page_count(older, 1)) == (0, Phase.WALKING, 1)
+    # Without a token the cursor stays, and the streak counts as for any page without one.
+    kept = after_page(walk, PageFacts(1, None, T1, ids=("m1",), edge=("m1",)), 1)
+    assert (kept.cursor, kept.no_token, kept.widen) == ("c", 1, 1)
+
+
+def test_page_count_stops_at_zoom_s_maximum() -> None:
+    assert page_count(Walk(widen=3), 50) == 250
+    assert page_count(Walk(widen=40), 1) == 250
+    assert page_count(Walk(widen=0), 250) == 250
