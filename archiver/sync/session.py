@@ -22,9 +22,11 @@ Rules that keep the archive complete (DESIGN.md, invariants 4 and 8):
 - A non-empty page without `sync_token`: its messages are archived, the cursor stays, the
   request is repeated after a pause; `NO_TOKEN_LIMIT` in a row make the step fail.
 - A refused cursor (code 300) restarts a walk from the newest end; `REFUSAL_LIMIT` restarts
-  in a row that never got past the oldest message the walk had reached make the step fail
-  (tokens that expire before the next call can come would otherwise re-walk for ever). The
-  walk is saved with its count cleared, so the next attempt has the same allowance.
+  in a row without the walk getting further (`walk.advanced`) make the step fail (tokens
+  that expire before the next call can come would otherwise re-walk for ever). The walk is
+  saved with its count cleared, so the next attempt has the same allowance; a step that
+  archived nothing and did not get further is reported (`StepResult.advanced`) so that the
+  supervisor does not count it a success that wipes those failures.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from archiver.sync.walk import (
     PageFacts,
     Phase,
     Walk,
+    advanced,
     after_page,
     is_rewalk,
     page_count,
@@ -93,6 +96,9 @@ class StepResult:
     # `count` is loose): it earns a confirming ISync (the supervisor queues it).
     caught_up: bool = False
     gap_open: bool = False  # the gap walk's page budget ran out: another step resumes it
+    # A walk (backfill or gap) got further than it had been (`walk.advanced`): a step that
+    # archived nothing and did not is no progress, and does not wipe earlier failures.
+    advanced: bool = False
 
 
 async def _no_attachments(_session_id: str, _records: list[JsonObject]) -> None:
@@ -183,6 +189,7 @@ class SessionSync:
                 facts = await self._archive(session_id, page, result)
                 previous = walk
                 walk = after_page(walk, facts, asked)
+                result.advanced |= advanced(previous, facts)
                 self._save_walk(session_id, walk)
                 if walk.phase is Phase.NO_TOKEN:
                     self._no_token_failure(session_id, walk)
@@ -304,25 +311,17 @@ class SessionSync:
 
     async def _fill_gap(self, session_id: str, result: StepResult) -> bool:
         """Walk the gap; True when it closed, False when this step's page budget ran out (the
-        gap stays saved, page by page, and the next step resumes it)."""
+        gap stays saved, page by page, and the next step resumes it). As in a backfill turn,
+        the re-walk pages after a refused cursor (`is_rewalk`) cost no budget: else a gap
+        deeper than one step whose cursor expires between steps would never close."""
         gap = self._gap(session_id)
-        budget = GAP_PAGES_PER_STEP
+        budget, rewalk = GAP_PAGES_PER_STEP, 0
         while gap is not None:
             if budget <= 0:
                 result.gap_open = True
                 return False
             budget -= 1
-            walk = Walk(
-                gap.get("cursor"),
-                Phase.WALKING,
-                int(gap.get("no_token", 0)),
-                gap.get("frontier"),
-                at=gap.get("at"),
-                edge=tuple(gap.get("edge") or ()),
-                repeat=gap.get("repeat"),
-                refused=int(gap.get("refused", 0)),
-                widen=int(gap.get("widen", 0)),
-            )
+            walk = _gap_walk(gap)
             sync_type = BSYNC if walk.cursor else FSYNC
             asked = page_count(walk, self._count)
             try:
@@ -330,28 +329,12 @@ class SessionSync:
             except SyncTokenInvalid as exc:
                 if walk.cursor is None:
                     raise
-                # The gap cursor itself expired: start the recovery again from the top (the
-                # frontier kept: only a page older than it is progress).
-                refused = restarted(walk).refused
-                get_logger(session_id=session_id).info(
-                    "gap_cursor_refused", code=exc.code, refused=refused
-                )
-                gap = {
-                    **gap,
-                    "cursor": None,
-                    "newest": None,
-                    "no_token": 0,
-                    "edge": [],
-                    "repeat": None,
-                    "refused": refused,
-                }
-                if refused >= REFUSAL_LIMIT:
-                    self._set_gap(session_id, {**gap, "refused": 0})
-                    self._refusal_failure(session_id, refused, exc)
-                self._set_gap(session_id, gap)
+                gap = self._restart_gap(session_id, gap, walk, exc)
                 continue
             boundary = (int(gap["seq"]), gap.get("hwm"))
+            added_before = result.new + result.changed
             facts = await self._archive(session_id, page, result, boundary=boundary)
+            added = result.new + result.changed - added_before
             if walk.cursor is None:
                 # The FSync page: its token is the session's new newest end once the gap closes.
                 if not page.sync_token and page.messages:
@@ -362,7 +345,12 @@ class SessionSync:
                     await asyncio.sleep(self._pause(gap["no_token"]))
                     continue
                 gap = {**gap, "newest": page.sync_token, "top": newest_time(page.messages)}
+            previous = walk
             walk = after_page(walk, facts, asked)
+            result.advanced |= advanced(previous, facts)
+            if is_rewalk(previous, facts, added) and rewalk < REWALK_PAGES_PER_TURN:
+                rewalk += 1
+                budget += 1
             if walk.ended:
                 if gap.get("newest"):
                     self._state.save_sync_tokens(session_id, newest_token=gap["newest"])
@@ -411,6 +399,7 @@ class SessionSync:
             older = [mid for mid, t in times.items() if t < hwm.replace(microsecond=0)]
             seqs = self._state.message_seqs(session_id, older) if older else {}
             met = any(seq <= boundary[0] for seq in seqs.values())
+        added = 0
         if page.messages:
             try:
                 outcome = await self._writer.append_messages(session_id, page.messages, "sync")
@@ -421,12 +410,14 @@ class SessionSync:
                 raise ZoomResponseError(
                     f"page refused by the archive: {exc}", endpoint=ENDPOINT, session_id=session_id
                 ) from exc
+            added = outcome.new
             result.new += outcome.new
             result.changed += outcome.changed
             if outcome.new or outcome.changed:
                 await self._on_archived(session_id, page.messages)
         oldest = min(times.values()) if times else None
         return PageFacts(
+            new=added,
             size=len(page.messages),
             token=page.sync_token or None,
             oldest=oldest,
@@ -442,6 +433,29 @@ class SessionSync:
             endpoint=ENDPOINT,
             session_id=session_id,
         )
+
+    def _restart_gap(
+        self, session_id: str, gap: dict[str, Any], walk: Walk, exc: SyncTokenInvalid
+    ) -> dict[str, Any]:
+        """The gap after its cursor was refused, saved: the recovery starts again from the
+        top, frontier kept (only a page past it is progress); the step fails after
+        `REFUSAL_LIMIT` restarts that never got past it."""
+        refused = restarted(walk).refused
+        get_logger(session_id=session_id).info("gap_cursor_refused", code=exc.code, refused=refused)
+        gap = {
+            **gap,
+            "cursor": None,
+            "newest": None,
+            "no_token": 0,
+            "edge": [],
+            "repeat": None,
+            "refused": refused,
+        }
+        if refused >= REFUSAL_LIMIT:
+            self._set_gap(session_id, {**gap, "refused": 0})
+            self._refusal_failure(session_id, refused, exc)
+        self._set_gap(session_id, gap)
+        return gap
 
     def _restart_walk(self, session_id: str, walk: Walk, exc: SyncTokenInvalid) -> Walk:
         """The backfill walk after its cursor was refused, saved; the step fails after
@@ -470,11 +484,11 @@ class SessionSync:
 
     def _refusal_failure(self, session_id: str, refused: int, exc: SyncTokenInvalid) -> None:
         raise ZoomSessionError(
-            f"the sync cursor was refused {refused} times in a row (code {exc.code}) before the "
-            "walk got past the oldest message it had reached: Zoom's sync tokens expire before "
-            "this daemon's next call comes. The walk starts again from the newest end on the "
-            "next try; if this repeats, raise [rate_limits] share or lower [sync] workers, so "
-            "that one session's calls follow each other sooner",
+            f"the sync cursor was refused {refused} times in a row (code {exc.code}) without the "
+            "walk getting further than it had been: Zoom's sync tokens expire before this "
+            "daemon's next call comes. The walk starts again from the newest end on the next "
+            "try; if this repeats, raise [rate_limits] share or lower [sync] workers, so that "
+            "one session's calls follow each other sooner",
             endpoint=ENDPOINT,
             session_id=session_id,
         ) from exc
@@ -508,6 +522,21 @@ class SessionSync:
 
     def _set_gap(self, session_id: str, gap: dict[str, Any] | None) -> None:
         self._state.set_meta(f"gap:{session_id}", json.dumps(gap) if gap else "")
+
+
+def _gap_walk(gap: dict[str, Any]) -> Walk:
+    """The walk a saved gap is at (a gap saved before a field existed reads its default)."""
+    return Walk(
+        gap.get("cursor"),
+        Phase.WALKING,
+        int(gap.get("no_token", 0)),
+        gap.get("frontier"),
+        at=gap.get("at"),
+        edge=tuple(gap.get("edge") or ()),
+        repeat=gap.get("repeat"),
+        refused=int(gap.get("refused", 0)),
+        widen=int(gap.get("widen", 0)),
+    )
 
 
 def _behind(synced_to: datetime | None, listed: datetime | None) -> bool:

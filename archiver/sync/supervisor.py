@@ -510,7 +510,16 @@ class Supervisor:
         if result.gone:
             self._after_gone(session_id)
             return
-        if not incremental or self._settle_incremental(session_id, listed_at_start, began, result):
+        settled = not incremental or self._settle_incremental(
+            session_id, listed_at_start, began, result
+        )
+        # A step that archived nothing and left its walk (or gap) open without getting any
+        # further is no progress: it does not wipe the failures counted before it, so that
+        # a walk refused at every turn still ends a --once pass (FAILURE_LIMIT_ONCE).
+        idle = not (result.new or result.changed or result.advanced) and (
+            result.gap_open or (not incremental and not result.backfill_done)
+        )
+        if settled and not idle:
             self._succeeded(session_id)
         self._enqueue_walk(session_id, result.phase)
         session = self._state.get_session(session_id)

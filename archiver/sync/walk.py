@@ -29,11 +29,13 @@ token lifetime is undocumented) the walk restarts from FSync, and the pages abov
 are a re-walk of what is held: `is_rewalk` lets the caller leave them out of a turn's page
 budget, so a walk whose turns lie further apart than the token lifetime still advances; a
 page is such a re-walk page only when the walk moved older (`at`, the previous page's oldest
-time), so a Zoom that answers the same page again cannot make a turn endless. `refused` counts
-the restarts since the frontier last moved older: a Zoom whose tokens expire before the next
-call can come (calls spaced wider than the token lifetime) refuses every cursor, and the walk
-would re-walk its newest pages for ever; `REFUSAL_LIMIT` such restarts in a row make the
-caller fail the step, saying why, instead of ending a pass that never ends.
+time, or the same second with other messages), so a Zoom that answers the same page again
+cannot make a turn endless. `refused` counts the restarts since the walk last `advanced`
+(a page older than its frontier, or a BSync page with messages never archived before): a
+Zoom whose tokens expire before the next call can come (calls spaced wider than the token
+lifetime) refuses every cursor, and the walk would re-walk its newest pages for ever;
+`REFUSAL_LIMIT` such restarts in a row make the caller fail the step, saying why, instead of
+a pass that never ends.
 
 A full BSync page holding only the cursor's edge (a Zoom whose lower bound is inclusive and
 `count` smaller than the repeats: with `count = 1` the covered message takes the only slot)
@@ -125,13 +127,15 @@ class PageFacts:
     met: bool = False  # gap fill: the page reached the covered region
     ids: tuple[str, ...] = ()  # message ids on the page
     edge: tuple[str, ...] = ()  # the ids of its messages of the oldest second
+    new: int = 0  # messages of it never archived before
 
 
 def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
     """The walk after `page` (already archived) came back for a request from `walk.cursor`."""
     frontier = _older(walk.frontier, page.oldest)
-    # Past the oldest message reached before: a restart (a refused cursor) is behind us.
-    refused = walk.refused if frontier == walk.frontier else 0
+    # Past the oldest message reached before (or news in its second: a run of one second
+    # longer than a page): a restart (a refused cursor) is behind us.
+    refused = 0 if advanced(walk, page) else walk.refused
     if page.size == 0:
         # Nothing older than the cursor: the start of history, token or not.
         return replace(
@@ -181,6 +185,18 @@ def _after_edge_only(walk: Walk, page: PageFacts, frontier: str | None) -> Walk:
     )
 
 
+def advanced(walk: Walk, page: PageFacts) -> bool:
+    """Whether `page` took the walk further than it had been: older than its frontier, or a
+    BSync page with messages never archived before. BSync answers only what is older than
+    its window, so news there is depth reached whatever the times say (a run of one second
+    longer than a page, a backdated or timeless message); news on an FSync page is only the
+    session's newest end moving on."""
+    if walk.cursor is not None and page.new > 0:
+        return True
+    reached = parse_time(walk.frontier)
+    return page.oldest is not None and (reached is None or page.oldest < reached)
+
+
 def page_count(walk: Walk, count: int) -> int:
     """The `count` to ask for from `walk.cursor`: the configured one, doubled for each full
     page in a row that held only the cursor's edge, at most Zoom's maximum."""
@@ -210,12 +226,20 @@ def is_rewalk(walk: Walk, page: PageFacts, new_messages: int) -> bool:
     no turn budget. A page that did not move (the same answer again) costs budget."""
     frontier = parse_time(walk.frontier)
     at = parse_time(walk.at)
+    # Moved: older than the page before, or in its second but not the same messages (a run
+    # of one second longer than a page).
+    moved = (
+        walk.cursor is None
+        or at is None
+        or (page.oldest is not None and page.oldest < at)
+        or (page.oldest == at and not set(page.ids) <= set(walk.edge))
+    )
     return (
         new_messages == 0
         and frontier is not None
         and page.oldest is not None
         and page.oldest >= frontier
-        and (walk.cursor is None or at is None or page.oldest < at)
+        and moved
     )
 
 

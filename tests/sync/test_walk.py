@@ -11,6 +11,7 @@ from archiver.sync.walk import (
     PageFacts,
     Phase,
     Walk,
+    advanced,
     after_page,
     is_rewalk,
     page_count,
@@ -222,3 +223,26 @@ def test_page_count_stops_at_zoom_s_maximum() -> None:
     assert page_count(Walk(widen=3), 50) == 250
     assert page_count(Walk(widen=40), 1) == 250
     assert page_count(Walk(widen=0), 250) == 250
+
+
+@pytest.mark.parametrize(
+    ("cursor", "page", "expected"),
+    [
+        ("c", PageFacts(COUNT, "n", T2, new=1), True),  # BSync news: depth, whatever the time
+        (None, PageFacts(COUNT, "n", T2, new=1), False),  # FSync news: the newest end moved
+        (None, PageFacts(COUNT, "n", T0), True),  # older than the frontier
+        ("c", PageFacts(COUNT, "n", T1), False),  # at it, nothing new
+        ("c", PageFacts(COUNT, "n", None), False),  # no times, nothing new
+        ("c", PageFacts(COUNT, "n", None, new=2), True),  # no times, but news
+    ],
+)
+def test_advanced(cursor: str | None, page: PageFacts, expected: bool) -> None:
+    assert advanced(Walk(cursor, frontier=T1.isoformat()), page) is expected
+
+
+def test_a_re_walk_page_in_the_same_second_moved_only_if_its_messages_differ() -> None:
+    walk = Walk("c", frontier=T1.isoformat(), at=T2.isoformat(), edge=("m1", "m2"))
+    other = PageFacts(COUNT, "n", T2, ids=("m3", "m4"), edge=("m3", "m4"))
+    same = PageFacts(COUNT, "n", T2, ids=("m2", "m1"), edge=("m2", "m1"))
+    assert is_rewalk(walk, other, 0)
+    assert not is_rewalk(walk, same, 0)  # the same answer again costs budget
