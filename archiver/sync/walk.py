@@ -226,13 +226,13 @@ def is_rewalk(walk: Walk, page: PageFacts, new_messages: int) -> bool:
     no turn budget. A page that did not move (the same answer again) costs budget."""
     frontier = parse_time(walk.frontier)
     at = parse_time(walk.at)
-    # Moved: older than the page before, or in its second but not the same messages (a run
-    # of one second longer than a page).
+    # Moved: older than the page before, or to other messages of its oldest second (a run of
+    # one second longer than a page); the same answer again has the same oldest second.
     moved = (
         walk.cursor is None
         or at is None
         or (page.oldest is not None and page.oldest < at)
-        or (page.oldest == at and not set(page.ids) <= set(walk.edge))
+        or (page.oldest == at and not set(page.edge) <= set(walk.edge))
     )
     return (
         new_messages == 0

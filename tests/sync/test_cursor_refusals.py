@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.errors import SyncTokenInvalid
+from archiver.errors import SyncTokenInvalid, ZoomSessionError, ZoomTransientError
 from archiver.sync import session as session_module
-from archiver.sync.session import GAP_PAGES_PER_STEP
+from archiver.sync.session import ENDPOINT, GAP_PAGES_PER_STEP, _gap_walk
 from archiver.sync.supervisor import FAILURE_LIMIT_ONCE, Supervisor
 from archiver.sync.walk import REFUSAL_LIMIT, Phase
 from archiver.zoom.models import SyncPage
@@ -34,6 +34,7 @@ def refused_reason(text: str) -> bool:
         f"refused {REFUSAL_LIMIT} times in a row" in text
         and "[rate_limits] share" in text
         and "[sync] workers" in text
+        and text.endswith(f"session_id={SESSION})")
     )
 
 
@@ -258,3 +259,83 @@ async def test_gap_restarts_that_get_past_the_frontier_are_not_counted(bed: Bed)
     assert len(refused) > REFUSAL_LIMIT and set(refused) == {1}
     assert sync._gap(SESSION) is None and result.caught_up
     assert bed.archived_ids() == bed.truth_ids()
+
+
+def test_a_saved_gap_reads_back_as_its_walk() -> None:
+    gap = {
+        "cursor": "c",
+        "no_token": 2,
+        "frontier": "2024-01-01T00:00:00+00:00",
+        "at": "2024-01-02T00:00:00+00:00",
+        "edge": ["m1", "m2"],
+        "repeat": "r",
+        "refused": 3,
+        "widen": 4,
+        "seq": 7,
+        "hwm": None,
+    }
+    walk = _gap_walk(gap)
+    assert (walk.cursor, walk.phase, walk.no_token, walk.frontier) == (
+        "c", Phase.WALKING, 2, "2024-01-01T00:00:00+00:00"
+    )  # fmt: skip
+    assert (walk.at, walk.edge, walk.repeat) == ("2024-01-02T00:00:00+00:00", ("m1", "m2"), "r")
+    assert (walk.refused, walk.widen) == (3, 4)
+    # A gap saved by a version without the later fields: their defaults.
+    old = _gap_walk({"cursor": None, "seq": 7, "hwm": None})
+    assert (old.cursor, old.no_token, old.frontier, old.at, old.edge) == (None, 0, None, None, ())
+    assert (old.repeat, old.refused, old.widen) == (None, 0, 0)
+
+
+async def test_a_refused_gap_cursor_is_saved_before_the_next_call(bed: Bed) -> None:
+    """The restarted gap (cursor cleared, count 1, boundary kept) is in the state at once: a
+    step that fails on the next call resumes it, not a fresh gap whose boundary would count
+    this walk's own pages as the covered region."""
+    bed.zoom.add(5)
+    sync = bed.session_sync(pause=lambda _n: 0.0)
+    await sync.incremental(SESSION)
+    bed.zoom.add(30)  # ISync: 7035
+    before = sync._gap(SESSION)
+    assert before is None
+    calls = {"n": 0}
+    real = bed.zoom.sync
+
+    async def refuse_then_fail(
+        session_id: str, sync_type: str, count: int, sync_token: str | None = None
+    ) -> SyncPage:
+        calls["n"] += 1
+        if calls["n"] == 4:  # ISync (7035), FSync, BSync, then this BSync: refused
+            raise SyncTokenInvalid("expired token", status=400, code=300)
+        if calls["n"] == 5:  # the FSync of the restart
+            raise ZoomTransientError("connection reset", endpoint="sync")
+        return await real(session_id, sync_type, count, sync_token)
+
+    bed.zoom.sync = refuse_then_fail  # type: ignore[method-assign]
+    with capture_logs() as logs, pytest.raises(ZoomTransientError):
+        await sync.incremental(SESSION)
+    gap = sync._gap(SESSION)
+    assert gap is not None
+    assert (gap["cursor"], gap["refused"], gap["newest"]) == (None, 1, None)
+    [entry] = [e for e in logs if e["event"] == "gap_cursor_refused"]
+    assert (entry["code"], entry["session_id"], entry["refused"]) == (300, SESSION, 1)
+    bed.zoom.sync = real  # type: ignore[method-assign]
+    result = await sync.incremental(SESSION)
+    assert result.caught_up and sync._gap(SESSION) is None
+    assert bed.archived_ids() == bed.truth_ids()
+
+
+async def test_the_refusal_failure_says_what_happened_and_what_to_change(bed: Bed) -> None:
+    bed.zoom.add(30)
+    bed.zoom.token_life = 0
+    sync = bed.session_sync(pause=lambda _n: 0.0)
+    await sync.incremental(SESSION)
+    with pytest.raises(ZoomSessionError) as caught:
+        await sync.backfill(SESSION, 100, lambda: False)
+    assert str(caught.value) == (
+        f"the sync cursor was refused {REFUSAL_LIMIT} times in a row (code 300) without the "
+        "walk getting further than it had been: Zoom's sync tokens expire before this "
+        "daemon's next call comes. The walk starts again from the newest end on the next "
+        "try; if this repeats, raise [rate_limits] share or lower [sync] workers, so that "
+        "one session's calls follow each other sooner "
+        f"(endpoint={ENDPOINT}, session_id={SESSION})"
+    )
+    assert isinstance(caught.value.__cause__, SyncTokenInvalid)

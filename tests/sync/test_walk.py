@@ -246,3 +246,6 @@ def test_a_re_walk_page_in_the_same_second_moved_only_if_its_messages_differ() -
     same = PageFacts(COUNT, "n", T2, ids=("m2", "m1"), edge=("m2", "m1"))
     assert is_rewalk(walk, other, 0)
     assert not is_rewalk(walk, same, 0)  # the same answer again costs budget
+    # A page of several seconds answered again: its oldest second is the edge it left.
+    again = PageFacts(COUNT, "n", T2, ids=("m9", "m1", "m2"), edge=("m1", "m2"))
+    assert not is_rewalk(walk, again, 0)
