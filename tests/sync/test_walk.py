@@ -249,3 +249,40 @@ def test_a_re_walk_page_in_the_same_second_moved_only_if_its_messages_differ() -
     # A page of several seconds answered again: its oldest second is the edge it left.
     again = PageFacts(COUNT, "n", T2, ids=("m9", "m1", "m2"), edge=("m1", "m2"))
     assert not is_rewalk(walk, again, 0)
+
+
+def _edge_only(token: str | None) -> PageFacts:
+    """A short page holding only the cursor's edge message (m1, of second T1)."""
+    return PageFacts(1, token, T1, ids=("m1",), edge=("m1",))
+
+
+def _at_edge(**fields: object) -> Walk:
+    base = {"cursor": "c", "at": T1.isoformat(), "edge": ("m1",)}
+    return Walk(**{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("walk", "token", "expected"),
+    [
+        # first such answer: probable, its token to be confirmed; the streak and the
+        # frontier (none yet) set from the page
+        (_at_edge(no_token=2), "n", ("n", Phase.PROBABLE_START, 0, T1.isoformat(), "n")),
+        # a repeat kept from another cursor is no confirmation
+        (_at_edge(repeat="x"), "n", ("n", Phase.PROBABLE_START, 0, T1.isoformat(), "n")),
+        # the second in a row, from the token the first gave: confirmed, streak cleared
+        (_at_edge(repeat="c", no_token=2), "n", ("c", Phase.CONFIRMED, 0, T1.isoformat(), "c")),
+        # without a token: the same request again, the streak grows...
+        (_at_edge(), None, ("c", Phase.PROBABLE_START, 1, T1.isoformat(), "c")),
+        # ...and fails the walk at the limit
+        (
+            _at_edge(no_token=NO_TOKEN_LIMIT - 1),
+            None,
+            ("c", Phase.NO_TOKEN, NO_TOKEN_LIMIT, T1.isoformat(), "c"),
+        ),
+    ],
+)
+def test_after_an_edge_only_short_page(
+    walk: Walk, token: str | None, expected: tuple[object, ...]
+) -> None:
+    after = after_page(walk, _edge_only(token), COUNT)
+    assert (after.cursor, after.phase, after.no_token, after.frontier, after.repeat) == expected
