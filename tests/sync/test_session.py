@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from archiver.errors import ZoomSessionError, ZoomTransientError
+from archiver.sync.supervisor import FAILURE_LIMIT_ONCE
 from archiver.sync.walk import Phase
 from archiver.zoom.models import parse_time
 from tests.sync.conftest import SESSION, Bed
@@ -155,6 +156,25 @@ async def test_a_session_error_is_retried_not_fatal(bed: Bed) -> None:
     supervisor = await bed.run_pass(fast=True)
     assert supervisor.incomplete() == {}
     assert bed.archived_ids() == bed.truth_ids()
+    # Counted by kind for the progress line and zsa_sync_failures; cleared from `status`.
+    assert supervisor.progress.failures == {"ZoomSessionError": 1, "ZoomTransientError": 1}
+    assert not bed.state.get_meta(f"failed:{SESSION}")
+
+
+async def test_a_session_failing_every_attempt_keeps_its_last_reason_for_status(
+    bed: Bed,
+) -> None:
+    bed.zoom.add(6)
+    long = "x" * 600
+
+    async def broken(*_args: object, **_kwargs: object) -> object:
+        raise ZoomSessionError(long, status=403)
+
+    bed.zoom.sync = broken  # type: ignore[method-assign]
+    supervisor = await bed.run_pass(fast=True)
+    assert supervisor.progress.failures == {"ZoomSessionError": FAILURE_LIMIT_ONCE}
+    assert bed.state.get_meta(f"failed:{SESSION}") == str(ZoomSessionError(long, status=403))[:500]
+    assert SESSION in supervisor.failed_sessions
 
 
 async def test_discovery_failure_makes_the_pass_incomplete(bed: Bed) -> None:
