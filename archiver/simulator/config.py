@@ -153,7 +153,8 @@ class SimulatorConfig:
     visible_lag: float = knob(
         0.0,
         "seconds after its date_time before a message shows in the session list, sync pages "
-        "and message details (0 = at once; the archiver assumes at most 5)",
+        "and the session's message history (not the one-message endpoint); the same for "
+        "every message (0 = at once; the archiver assumes at most 5)",
     )
     token_expiry: float | None = knob(
         None,

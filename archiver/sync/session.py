@@ -260,11 +260,11 @@ class SessionSync:
 
     async def _isync(self, session_id: str, token: str, result: StepResult) -> bool:
         """ISync while the page comes back full; 7035/300 starts the gap fill (returns True)."""
-        no_token = 0
+        no_token, asked = 0, self._count
         result.caught_up = False  # only this run's last page can say so
         for _ in range(ISYNC_CALLS_PER_STEP):
             try:
-                page = await self._api.sync(session_id, ISYNC, self._count, token)
+                page = await self._api.sync(session_id, ISYNC, asked, token)
             except SyncTokenInvalid as exc:
                 get_logger(session_id=session_id).info("sync_resync", code=exc.code)
                 await self._recover(session_id, result)
@@ -287,7 +287,7 @@ class SessionSync:
                     self._no_token_failure(session_id, Walk(no_token=no_token))
                 await asyncio.sleep(self._pause(no_token))
                 continue
-            if len(page.messages) < self._count:
+            if len(page.messages) < asked:
                 # Not full: caught up on an empty page, or on the second answer in a row that
                 # brought nothing new (the boundary message and repeats): one alone may be a
                 # short page whose only slot went to the boundary. Else one confirming ISync
@@ -297,6 +297,12 @@ class SessionSync:
                 result.caught_up = not page.messages or again
                 self._state.set_meta(f"quiet:{session_id}", "1" if quiet and not again else "")
                 return False
+            if not added:
+                # Full, and nothing new: the boundary message and repeats took every slot
+                # (with count = 1 the boundary alone). Twice as many next, up to Zoom's
+                # maximum; a page of that many with nothing new fails the step.
+                self._check_isync_room(session_id, asked)
+                asked = min(MAX_SYNC_COUNT, asked * 2)
         return False
 
     async def _recover(self, session_id: str, result: StepResult) -> None:
@@ -365,6 +371,7 @@ class SessionSync:
                 "frontier": walk.frontier,
                 "refused": walk.refused,
                 "widen": walk.widen,
+                "rejoined": walk.rejoined,
                 "at": walk.at,
                 "edge": list(walk.edge),
                 "repeat": walk.repeat,  # a first edge-only page: one more BSync settles it
@@ -450,6 +457,7 @@ class SessionSync:
             "edge": [],
             "repeat": None,
             "refused": refused,
+            "rejoined": False,
         }
         if refused >= REFUSAL_LIMIT:
             self._set_gap(session_id, {**gap, "refused": 0})
@@ -478,6 +486,16 @@ class SessionSync:
                 f"{walk.widen} full BSync pages in a row (the last of count={asked}, Zoom's "
                 "maximum) held only messages the cursor already covered: nothing older can "
                 "come back; the walk keeps its cursor and is tried again later",
+                endpoint=ENDPOINT,
+                session_id=session_id,
+            )
+
+    def _check_isync_room(self, session_id: str, asked: int) -> None:
+        if asked >= MAX_SYNC_COUNT:
+            raise ZoomSessionError(
+                f"a full ISync page of count={asked}, Zoom's maximum, held only messages the "
+                "token already covered: nothing newer can come back; the token is kept and "
+                "tried again later",
                 endpoint=ENDPOINT,
                 session_id=session_id,
             )
@@ -536,6 +554,7 @@ def _gap_walk(gap: dict[str, Any]) -> Walk:
         repeat=gap.get("repeat"),
         refused=int(gap.get("refused", 0)),
         widen=int(gap.get("widen", 0)),
+        rejoined=bool(gap.get("rejoined", True)),
     )
 
 

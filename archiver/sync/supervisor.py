@@ -513,10 +513,11 @@ class Supervisor:
         settled = not incremental or self._settle_incremental(
             session_id, listed_at_start, began, result
         )
-        # A step that archived nothing and left its walk (or gap) open without getting any
-        # further is no progress: it does not wipe the failures counted before it, so that
-        # a walk refused at every turn still ends a --once pass (FAILURE_LIMIT_ONCE).
-        idle = not (result.new or result.changed or result.advanced) and (
+        # A step that left its walk (or gap) open without getting any further is no
+        # progress, whatever news it archived on the way (traffic that arrived since the
+        # last turn): it does not wipe the failures counted before it, so that a walk
+        # refused at every turn still ends a --once pass (FAILURE_LIMIT_ONCE).
+        idle = not result.advanced and (
             result.gap_open or (not incremental and not result.backfill_done)
         )
         if settled and not idle:

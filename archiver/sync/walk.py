@@ -88,6 +88,9 @@ class Walk:
     repeat: str | None = None
     refused: int = 0  # cursors refused since the frontier last moved older (restarts)
     widen: int = 0  # full pages in a row of only the cursor's edge (see `page_count`)
+    # False from a restart until a page brought nothing new: the re-walk has reached what
+    # the walk held, so news on a BSync page is depth again, not traffic that arrived since.
+    rejoined: bool = True
 
     @property
     def ended(self) -> bool:
@@ -112,6 +115,7 @@ class Walk:
                 repeat=data.get("repeat"),
                 refused=int(data.get("refused", 0)),
                 widen=int(data.get("widen", 0)),
+                rejoined=bool(data.get("rejoined", True)),
             )
         except (ValueError, TypeError, AttributeError):
             return None  # a cache entry we cannot read: walk again from the newest end
@@ -136,13 +140,20 @@ def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
     # Past the oldest message reached before (or news in its second: a run of one second
     # longer than a page): a restart (a refused cursor) is behind us.
     refused = 0 if advanced(walk, page) else walk.refused
+    rejoined = walk.rejoined or (page.size > 0 and page.new == 0)
     if page.size == 0:
         # Nothing older than the cursor: the start of history, token or not.
         return replace(
-            walk, phase=Phase.CONFIRMED, no_token=0, frontier=frontier, repeat=None, refused=0
+            walk,
+            phase=Phase.CONFIRMED,
+            no_token=0,
+            frontier=frontier,
+            repeat=None,
+            refused=0,
+            rejoined=True,
         )
     if page.size < count and only_edge(walk, page):
-        return _after_edge_only(walk, page, frontier)
+        return replace(_after_edge_only(walk, page, frontier), rejoined=rejoined)
     at = page.oldest.isoformat() if page.oldest is not None else walk.at
     if page.met:
         return Walk(page.token or walk.cursor, Phase.MET, 0, frontier, at, page.edge)
@@ -159,15 +170,27 @@ def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
             frontier=frontier,
             repeat=None,
             widen=walk.widen + 1,
+            rejoined=rejoined,
         )
     if not page.token:
         # Keep the cursor (and where it is): the same request is made again (its messages
         # are safe already).
         streak = walk.no_token + 1
         phase = Phase.NO_TOKEN if streak >= NO_TOKEN_LIMIT else walk.phase
-        return Walk(walk.cursor, phase, streak, frontier, walk.at, walk.edge, refused=refused)
+        # The same request: the same count too (`widen` kept).
+        return Walk(
+            walk.cursor,
+            phase,
+            streak,
+            frontier,
+            walk.at,
+            walk.edge,
+            refused=refused,
+            widen=walk.widen,
+            rejoined=rejoined,
+        )
     phase = Phase.PROBABLE_START if page.size < count else Phase.WALKING
-    return Walk(page.token, phase, 0, frontier, at, page.edge, refused=refused)
+    return Walk(page.token, phase, 0, frontier, at, page.edge, refused=refused, rejoined=rejoined)
 
 
 def _after_edge_only(walk: Walk, page: PageFacts, frontier: str | None) -> Walk:
@@ -190,8 +213,9 @@ def advanced(walk: Walk, page: PageFacts) -> bool:
     BSync page with messages never archived before. BSync answers only what is older than
     its window, so news there is depth reached whatever the times say (a run of one second
     longer than a page, a backdated or timeless message); news on an FSync page is only the
-    session's newest end moving on."""
-    if walk.cursor is not None and page.new > 0:
+    session's newest end moving on, and so is news on the BSync pages after a restart until
+    the re-walk has `rejoined` what the walk held (messages that arrived since)."""
+    if walk.cursor is not None and page.new > 0 and walk.rejoined:
         return True
     reached = parse_time(walk.frontier)
     return page.oldest is not None and (reached is None or page.oldest < reached)
@@ -217,7 +241,7 @@ def only_edge(walk: Walk, page: PageFacts) -> bool:
 def restarted(walk: Walk) -> Walk:
     """The walk after its cursor was refused: from the newest end again, frontier kept, one
     more restart counted (`refused` >= `REFUSAL_LIMIT`: the caller fails the step)."""
-    return Walk(None, Phase.WALKING, 0, walk.frontier, refused=walk.refused + 1)
+    return Walk(None, Phase.WALKING, 0, walk.frontier, refused=walk.refused + 1, rejoined=False)
 
 
 def is_rewalk(walk: Walk, page: PageFacts, new_messages: int) -> bool:

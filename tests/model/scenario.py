@@ -81,6 +81,7 @@ FOCUS: tuple[tuple[str, Any], ...] = (
     ("live_arrivals", 0.03),
     ("short_isync", 0.6),
     ("overlap", 1.0),  # an inclusive lower bound: every BSync repeats the covered message
+    ("boundary", 1.0),  # every ISync page repeats the boundary (with count 1, its only slot)
     ("clock_skew", 30),
     ("clock_skew", -30),
     ("visible_lag", 4),
@@ -225,6 +226,12 @@ NAMED: dict[str, Case] = {
     ),
     "every BSync repeats the covered message": _named(
         1, Behaviour(overlap=1.0), (*_GAP, ("pass", 0)), messages=7, count=3
+    ),
+    "every ISync repeats the boundary, count 1": _named(
+        1,
+        Behaviour(boundary=1.0),
+        (("pass", 0), ("advance", 10), ("burst_one", 1), ("advance", 10), ("pass", 0)),
+        count=1,
     ),
     "every BSync repeats the covered message, count 1": _named(
         1, Behaviour(overlap=1.0), (*_GAP, ("pass", 0)), messages=7, count=1

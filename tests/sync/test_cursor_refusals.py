@@ -16,14 +16,19 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from archiver.errors import SyncTokenInvalid, ZoomSessionError, ZoomTransientError
+from archiver.errors import (
+    SyncTokenInvalid,
+    ZoomResponseError,
+    ZoomSessionError,
+    ZoomTransientError,
+)
 from archiver.sync import session as session_module
 from archiver.sync.session import ENDPOINT, GAP_PAGES_PER_STEP, _gap_walk
 from archiver.sync.supervisor import FAILURE_LIMIT_ONCE, Supervisor
-from archiver.sync.walk import REFUSAL_LIMIT, Phase
+from archiver.sync.walk import NO_TOKEN_LIMIT, REFUSAL_LIMIT, Phase, Walk
 from archiver.zoom.models import SyncPage
 from tests.sync.conftest import SESSION, Bed
-from tests.sync.fakezoom import FakeZoom
+from tests.sync.fakezoom import FakeZoom, make_message
 
 # Before the fix a pass never ended: a walk that never ends fails instead of hanging.
 MAX_CALLS = 2000
@@ -163,9 +168,11 @@ def step_zoom(bed: Bed, messages: int) -> StepZoom:
     return zoom
 
 
-async def step_pass(bed: Bed) -> tuple[Supervisor, list[dict[str, Any]]]:
+async def step_pass(
+    bed: Bed, kind: type[Supervisor] = StepCounting
+) -> tuple[Supervisor, list[dict[str, Any]]]:
     with capture_logs() as logs:
-        supervisor = await bed.run_pass(fast=True, supervisor=StepCounting)
+        supervisor = await bed.run_pass(fast=True, supervisor=kind)
     return supervisor, [e for e in logs if e["event"] == "session_failed"]
 
 
@@ -339,3 +346,90 @@ async def test_the_refusal_failure_says_what_happened_and_what_to_change(bed: Be
         f"(endpoint={ENDPOINT}, session_id={SESSION})"
     )
     assert isinstance(caught.value.__cause__, SyncTokenInvalid)
+
+
+class LiveTraffic(StepCounting):
+    """60 new messages before every step: more than a turn's 8 pages (count 5) can walk."""
+
+    async def _step(self, session_id: str, priority: int) -> None:
+        self._sync._api.add(60)  # type: ignore[attr-defined]
+        await super()._step(session_id, priority)
+
+
+async def test_traffic_that_outruns_every_turn_ends_the_pass_incomplete(bed: Bed) -> None:
+    """After each restart the BSync pages bring messages that arrived since the last turn:
+    archived, but no depth (the re-walk has not rejoined what the walk held), so the
+    refusals add up and the pass ends, saying why (hostile review: before, that news reset
+    the count and counted as the step's success, and the pass never ended)."""
+    zoom = step_zoom(bed, 150)
+    zoom.expire_between_steps = True
+    zoom.max_calls = MAX_CALLS
+    supervisor, failed = await step_pass(bed, LiveTraffic)
+    assert refused_reason(supervisor.incomplete()[SESSION])
+    assert len(failed) == FAILURE_LIMIT_ONCE
+    assert bed.archived_ids() <= bed.truth_ids()
+    walk = bed.session_sync().walk_of(SESSION)
+    assert walk.phase is Phase.WALKING and not bed.state.get_session(SESSION).backfill_done  # type: ignore[union-attr]
+
+
+class InclusiveNoTokenOnOlder:
+    """An inclusive lower bound (the covered message repeated), and every page that holds
+    anything older than it comes without a token."""
+
+    def __init__(self) -> None:
+        self.messages = [make_message(i) for i in range(10)]
+        self.asked: list[tuple[str, int]] = []
+
+    async def sync(
+        self, session_id: str, sync_type: str, count: int, sync_token: Any = None
+    ) -> SyncPage:
+        self.asked.append((sync_type, count))
+        if len(self.asked) > MAX_CALLS:
+            raise RuntimeError(f"still walking after {MAX_CALLS} calls")
+        if sync_type != "BSync":
+            return SyncPage(messages=[self.messages[-1]], sync_token="t9")
+        lo = int(sync_token[1:])
+        page = list(reversed(self.messages[max(0, lo - count + 1) : lo + 1]))
+        return SyncPage(messages=page, sync_token=None if len(page) > 1 else f"t{lo}")
+
+
+async def test_a_widened_request_without_token_is_asked_again_at_its_width(bed: Bed) -> None:
+    """Hostile review: the page without a token reset the width, the next request (count
+    1) came back full of the edge with a token and cleared the no-token streak: the walk
+    never moved and never failed."""
+    bed.count = 1
+    zoom = InclusiveNoTokenOnOlder()
+    bed.zoom = bed.listing.zoom = zoom  # type: ignore[assignment]
+    supervisor = await bed.run_pass(fast=True)
+    assert "without sync_token" in supervisor.incomplete()[SESSION]
+    bsyncs = [count for kind, count in zoom.asked if kind == "BSync"]
+    assert bsyncs[:2] == [1, 2] and set(bsyncs[2 : 2 + NO_TOKEN_LIMIT]) == {2}
+
+
+async def test_a_re_walk_of_archived_messages_with_errors_every_other_turn_completes(
+    bed: Bed,
+) -> None:
+    """A walk over messages already archived (started again, as after the state cache is
+    deleted) archives nothing new, yet each turn gets deeper: those turns are successes, or
+    FAILURE_LIMIT_ONCE errors spread over a healthy walk would end it incomplete."""
+    bed.zoom.add(bed.count * 8 * 10)  # ten turns of 8 pages
+    assert (await bed.run_pass(fast=True)).incomplete() == {}
+    bed.state.set_meta(f"walk:{SESSION}", Walk().to_json())
+    bed.state.save_sync_tokens(SESSION, oldest_token=None, backfill_done=False)
+    real = bed.zoom.sync
+    bsyncs = 0
+
+    async def flaky(session_id: str, sync_type: str, count: int, sync_token: Any = None) -> Any:
+        nonlocal bsyncs
+        if sync_type == "BSync":
+            bsyncs += 1
+            if bsyncs % 9 == 5:  # once per turn's worth of pages
+                raise ZoomResponseError(
+                    "502 from a gateway", endpoint="sync", session_id=session_id
+                )
+        return await real(session_id, sync_type, count, sync_token)
+
+    bed.zoom.sync = flaky  # type: ignore[method-assign]
+    again = await bed.run_pass(fast=True)
+    assert again.incomplete() == {}
+    assert bed.session_sync().walk_of(SESSION).phase is Phase.CONFIRMED

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from archiver.errors import ZoomSessionError, ZoomTransientError
 from archiver.sync.supervisor import FAILURE_LIMIT_ONCE
 from archiver.sync.walk import Phase
-from archiver.zoom.models import parse_time
+from archiver.zoom.models import SyncPage, parse_time
 from tests.sync.conftest import SESSION, Bed
 
 
@@ -240,3 +242,39 @@ async def test_a_confirm_turn_whose_cursor_expired_still_makes_the_confirming_ca
             break
     assert result.backfill_done
     assert bed.archived_ids() == bed.truth_ids()
+
+
+async def test_isync_pages_of_only_the_boundary_ask_for_more_at_count_1(bed: Bed) -> None:
+    """The boundary message may take a slot of an ISync page: with count = 1 it took the only
+    one, every ISync came back full of it, and the pass never ended (hostile review)."""
+    bed.count = 1
+    bed.zoom.add(3)
+    assert (await bed.run_pass(fast=True)).incomplete() == {}
+    bed.zoom.add(1)  # one new message: no 7035, ISync is the way
+    bed.zoom.isync_boundary = True
+    start = len(bed.zoom.calls)
+    bed.zoom.max_calls = start + 3000
+    again = await bed.run_pass(fast=True)
+    assert again.incomplete() == {}
+    assert bed.archived_ids() == bed.truth_ids()
+    # full page of the boundary, then the same token for 2: the boundary and the new one
+    assert [kind for kind, _ in bed.zoom.calls[start : start + 2]] == ["ISync", "ISync"]
+
+
+async def test_full_isync_pages_with_nothing_new_at_zoom_s_maximum_fail_the_step(
+    bed: Bed,
+) -> None:
+    bed.zoom.add(3)
+    sync = bed.session_sync()
+    await sync.incremental(SESSION)
+    asked: list[int] = []
+    newest = bed.zoom.messages[-1]
+
+    async def repeats(session_id: str, sync_type: str, count: int, token: object = None) -> object:
+        asked.append(count)
+        return SyncPage(messages=[newest] * count, sync_token="same")
+
+    bed.zoom.sync = repeats  # type: ignore[method-assign,assignment]
+    with pytest.raises(ZoomSessionError, match="count=250, Zoom's maximum"):
+        await sync.incremental(SESSION)
+    assert asked == [5, 10, 20, 40, 80, 160, 250]

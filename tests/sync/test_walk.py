@@ -78,7 +78,9 @@ def test_only_empty_and_met_end_a_walk() -> None:
 
 def test_restart_keeps_the_frontier_and_drops_the_cursor() -> None:
     walk = Walk("c", Phase.PROBABLE_START, 2, T1.isoformat())
-    assert restarted(walk) == Walk(None, Phase.WALKING, 0, T1.isoformat(), refused=1)
+    assert restarted(walk) == Walk(
+        None, Phase.WALKING, 0, T1.isoformat(), refused=1, rejoined=False
+    )
     assert restarted(restarted(walk)).refused == 2
 
 
