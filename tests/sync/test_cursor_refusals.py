@@ -433,3 +433,30 @@ async def test_a_re_walk_of_archived_messages_with_errors_every_other_turn_compl
     again = await bed.run_pass(fast=True)
     assert again.incomplete() == {}
     assert bed.session_sync().walk_of(SESSION).phase is Phase.CONFIRMED
+
+
+async def test_a_long_gap_with_an_error_now_and_then_completes(bed: Bed) -> None:
+    """Gap steps that get further are successes: errors spread over a healthy gap fill of
+    many steps (one per 60 BSyncs, a step is 50 pages) never add up to FAILURE_LIMIT_ONCE
+    in a row, so the pass completes (kills `_settle_incremental` 39, and the idle rule
+    ignoring gap steps)."""
+    bed.zoom.add(5)
+    assert (await bed.run_pass(fast=True)).incomplete() == {}
+    bed.zoom.add(bed.count * GAP_PAGES_PER_STEP * 12)  # a gap of 12 steps
+    real = bed.zoom.sync
+    bsyncs = 0
+
+    async def flaky(session_id: str, sync_type: str, count: int, sync_token: Any = None) -> Any:
+        nonlocal bsyncs
+        if sync_type == "BSync":
+            bsyncs += 1
+            if bsyncs % 60 == 0:
+                raise ZoomResponseError("502 from a gateway", session_id=session_id)
+        return await real(session_id, sync_type, count, sync_token)
+
+    bed.zoom.sync = flaky  # type: ignore[method-assign]
+    with capture_logs() as logs:
+        again = await bed.run_pass(fast=True)
+    assert len([e for e in logs if e["event"] == "session_failed"]) > FAILURE_LIMIT_ONCE
+    assert again.incomplete() == {}
+    assert bed.archived_ids() == bed.truth_ids()
