@@ -142,6 +142,23 @@ async def test_a_pass_that_cannot_reach_the_listed_time_is_incomplete(bed: Bed) 
     supervisor = await bed.run_pass(fast=True)
     reason = supervisor.incomplete()[SESSION]
     assert "2024-01-01T01:03:00" in reason and "reached only 2024-01-01T00:03:00" in reason
+    assert reason.endswith(f"(session_id={SESSION})")
+
+
+async def test_a_listed_session_whose_sync_returns_nothing_is_incomplete(bed: Bed) -> None:
+    """The list shows a message; every sync page comes back empty: nothing reached."""
+
+    async def listed(**_kwargs: object) -> object:
+        from archiver.zoom.models import SessionInfo, SessionPage
+
+        return SessionPage([SessionInfo(SESSION, "user", parse_time("2024-01-01T00:00:00Z"))], None)
+
+    bed.listing.list_sessions = listed  # type: ignore[method-assign]
+    supervisor = await bed.run_pass(fast=True)
+    assert supervisor.failed_sessions[SESSION] == (
+        "the list shows a message at 2024-01-01T00:00:00+00:00 but the sync windows reached "
+        f"only nothing (session_id={SESSION})"
+    )
 
 
 async def test_a_session_error_is_retried_not_fatal(bed: Bed) -> None:
