@@ -295,3 +295,21 @@ async def test_full_isync_pages_with_nothing_new_at_zoom_s_maximum_fail_the_step
     with pytest.raises(ZoomSessionError, match="count=250, Zoom's maximum"):
         await sync.incremental(SESSION)
     assert asked == [5, 10, 20, 40, 80, 160, 250]
+
+
+async def test_news_between_two_quiet_isync_answers_means_they_are_not_in_a_row(
+    bed: Bed,
+) -> None:
+    """A short ISync page of only the boundary is caught up only as the second such answer in
+    a row: a page with news between two of them starts the count again."""
+    bed.zoom.add(3)
+    sync = bed.session_sync(pause=lambda _n: 0.0)
+    await sync.incremental(SESSION)  # FSync
+    bed.zoom.isync_boundary = True
+    first = await sync.incremental(SESSION)  # [boundary]: short, quiet, one alone
+    assert not first.caught_up
+    bed.zoom.add(4)  # [boundary + 4 new]: full, news; then [boundary]: quiet, but after news
+    second = await sync.incremental(SESSION)
+    assert second.new == 4 and not second.caught_up
+    third = await sync.incremental(SESSION)  # [boundary] again: the second quiet in a row
+    assert third.caught_up
