@@ -190,13 +190,7 @@ def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
             rejoined=rejoined,
         )
     phase = Phase.PROBABLE_START if page.size < count else Phase.WALKING
-    # Still at the previous page's oldest second: the edge is every message seen of it, so
-    # a Zoom whose order within one second is not stable (each page another few of them)
-    # is seen repeating itself once it has shown them all.
-    edge = page.edge
-    if at == walk.at and walk.cursor is not None:
-        edge = (*walk.edge, *(mid for mid in page.edge if mid not in walk.edge))
-    return Walk(page.token, phase, 0, frontier, at, edge, refused=refused, rejoined=rejoined)
+    return Walk(page.token, phase, 0, frontier, at, page.edge, refused=refused, rejoined=rejoined)
 
 
 def _after_edge_only(walk: Walk, page: PageFacts, frontier: str | None) -> Walk:

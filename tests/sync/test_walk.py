@@ -288,19 +288,3 @@ def test_after_an_edge_only_short_page(
 ) -> None:
     after = after_page(walk, _edge_only(token), COUNT)
     assert (after.cursor, after.phase, after.no_token, after.frontier, after.repeat) == expected
-
-
-def test_the_edge_gathers_every_message_seen_of_the_cursor_s_second() -> None:
-    walk = Walk("c", at=T1.isoformat(), edge=("m1", "m2"))
-    same_second = after_page(
-        walk, PageFacts(COUNT, "n", T1, ids=("m3", "m1"), edge=("m3", "m1")), COUNT
-    )
-    assert same_second.edge == ("m1", "m2", "m3")
-    older = after_page(walk, PageFacts(COUNT, "n", T0, ids=("m0",), edge=("m0",)), COUNT)
-    assert older.edge == ("m0",)
-    fsync = after_page(
-        Walk(None, at=T1.isoformat(), edge=("m1",)),
-        PageFacts(COUNT, "n", T1, ids=("m5",), edge=("m5",)),
-        COUNT,
-    )
-    assert fsync.edge == ("m5",)  # from the newest end: nothing to gather
