@@ -263,6 +263,7 @@ class SessionSync:
         no_token, asked = 0, self._count
         result.caught_up = False  # only this run's last page can say so
         for _ in range(ISYNC_CALLS_PER_STEP):
+            sent = token
             try:
                 page = await self._api.sync(session_id, ISYNC, asked, token)
             except SyncTokenInvalid as exc:
@@ -299,9 +300,11 @@ class SessionSync:
                 return False
             if not added:
                 # Full, and nothing new: the boundary message and repeats took every slot
-                # (with count = 1 the boundary alone). Twice as many next, up to Zoom's
-                # maximum; a page of that many with nothing new fails the step.
-                self._check_isync_room(session_id, asked)
+                # (with count = 1 the boundary alone), or the messages were archived before
+                # (from webhooks). Twice as many next, up to Zoom's maximum; a page of that
+                # many with nothing new that did not move the token fails the step.
+                if token == sent:
+                    self._check_isync_room(session_id, asked)
                 asked = min(MAX_SYNC_COUNT, asked * 2)
         return False
 

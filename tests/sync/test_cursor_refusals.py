@@ -351,9 +351,17 @@ async def test_the_refusal_failure_says_what_happened_and_what_to_change(bed: Be
 class LiveTraffic(StepCounting):
     """60 new messages before every step: more than a turn's 8 pages (count 5) can walk."""
 
+    per_step = 60
+
     async def _step(self, session_id: str, priority: int) -> None:
-        self._sync._api.add(60)  # type: ignore[attr-defined]
+        self._sync._api.add(self.per_step)  # type: ignore[attr-defined]
         await super()._step(session_id, priority)
+
+
+class GapTraffic(LiveTraffic):
+    """More new messages before every step than a gap step's 50 pages can walk."""
+
+    per_step = 5 * (GAP_PAGES_PER_STEP + 10)
 
 
 async def test_traffic_that_outruns_every_turn_ends_the_pass_incomplete(bed: Bed) -> None:
@@ -459,4 +467,40 @@ async def test_a_long_gap_with_an_error_now_and_then_completes(bed: Bed) -> None
         again = await bed.run_pass(fast=True)
     assert len([e for e in logs if e["event"] == "session_failed"]) > FAILURE_LIMIT_ONCE
     assert again.incomplete() == {}
+    assert bed.archived_ids() == bed.truth_ids()
+
+
+async def test_traffic_that_outruns_every_gap_step_ends_the_pass_incomplete(bed: Bed) -> None:
+    """The gap fill's twin: after each refused gap cursor the re-walk's BSync pages bring the
+    traffic that arrived since; it is no depth until the re-walk rejoins what the gap held
+    (hostile review 3: the gap's `rejoined` was neither reset on a restart, nor saved, nor
+    read, and no test noticed)."""
+    zoom = step_zoom(bed, 5)
+    assert (await bed.run_pass(fast=True, supervisor=StepCounting)).incomplete() == {}
+    zoom.add(bed.count * (GAP_PAGES_PER_STEP + 10))  # a gap deeper than one step
+    zoom.expire_between_steps = True
+    zoom.max_calls = len(zoom.calls) + MAX_CALLS
+    supervisor, failed = await step_pass(bed, GapTraffic)
+    assert refused_reason(supervisor.incomplete()[SESSION])
+    assert len(failed) == FAILURE_LIMIT_ONCE
+    gap = bed.session_sync()._gap(SESSION)
+    assert gap is not None  # open, never closed on a guess
+    assert bed.archived_ids() <= bed.truth_ids()
+
+
+async def test_a_one_second_bulk_send_deeper_than_a_gap_step_closes_when_cursors_expire(
+    bed: Bed,
+) -> None:
+    """Inside one second the frontier cannot move: after each restart only the gap's saved
+    `rejoined` lets its news count as depth (kills the gap's per-page save losing it)."""
+    zoom = step_zoom(bed, 5)
+    assert (await bed.run_pass(fast=True, supervisor=StepCounting)).incomplete() == {}
+    start = len(zoom.messages)
+    zoom.add(bed.count * (GAP_PAGES_PER_STEP * (REFUSAL_LIMIT + 2)))  # more steps than the limit
+    for message in zoom.messages[start:]:
+        message["date_time"] = zoom.messages[start]["date_time"]
+    zoom.expire_between_steps = True
+    zoom.max_calls = len(zoom.calls) + MAX_CALLS
+    supervisor, failed = await step_pass(bed)
+    assert supervisor.incomplete() == {} and not failed
     assert bed.archived_ids() == bed.truth_ids()
