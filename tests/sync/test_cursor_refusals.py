@@ -176,6 +176,16 @@ async def step_pass(
     return supervisor, [e for e in logs if e["event"] == "session_failed"]
 
 
+async def complete_pass_while_cursors_expire(bed: Bed, zoom: StepZoom) -> None:
+    """A pass with every cursor refused in the step after it was issued: it must complete,
+    with no failure on the way."""
+    zoom.expire_between_steps = True
+    zoom.max_calls = len(zoom.calls) + MAX_CALLS
+    supervisor, failed = await step_pass(bed)
+    assert supervisor.incomplete() == {} and not failed
+    assert bed.archived_ids() == bed.truth_ids()
+
+
 async def test_a_gap_deeper_than_one_step_closes_when_cursors_expire_between_steps(
     bed: Bed,
 ) -> None:
@@ -204,11 +214,7 @@ async def test_a_run_of_one_second_longer_than_a_turn_is_walked_when_cursors_exp
     zoom = step_zoom(bed, 150)
     for message in zoom.messages[start : start + run]:
         message["date_time"] = zoom.messages[start]["date_time"]
-    zoom.expire_between_steps = True
-    zoom.max_calls = MAX_CALLS
-    supervisor, failed = await step_pass(bed)
-    assert supervisor.incomplete() == {} and not failed
-    assert bed.archived_ids() == bed.truth_ids()
+    await complete_pass_while_cursors_expire(bed, zoom)
 
 
 async def test_a_backdated_message_on_the_newest_page_does_not_count_as_no_progress(
@@ -216,11 +222,7 @@ async def test_a_backdated_message_on_the_newest_page_does_not_count_as_no_progr
 ) -> None:
     zoom = step_zoom(bed, 150)
     zoom.messages[-1]["date_time"] = "2020-01-01T00:00:00Z"  # pins the time frontier
-    zoom.expire_between_steps = True
-    zoom.max_calls = MAX_CALLS
-    supervisor, failed = await step_pass(bed)
-    assert supervisor.incomplete() == {} and not failed
-    assert bed.archived_ids() == bed.truth_ids()
+    await complete_pass_while_cursors_expire(bed, zoom)
 
 
 async def test_turns_that_re_walk_without_getting_further_do_not_wipe_failures(
@@ -414,6 +416,23 @@ async def test_a_widened_request_without_token_is_asked_again_at_its_width(bed: 
     assert bsyncs[:2] == [1, 2] and set(bsyncs[2 : 2 + NO_TOKEN_LIMIT]) == {2}
 
 
+def failing_bsyncs(bed: Bed, fails: Any) -> Any:
+    """The scripted Zoom's sync, answering BSync number n (from 1) with a gateway's 502
+    when `fails(n)`."""
+    real = bed.zoom.sync
+    bsyncs = 0
+
+    async def sync(session_id: str, sync_type: str, count: int, sync_token: Any = None) -> Any:
+        nonlocal bsyncs
+        if sync_type == "BSync":
+            bsyncs += 1
+            if fails(bsyncs):
+                raise ZoomResponseError("502 from a gateway", session_id=session_id)
+        return await real(session_id, sync_type, count, sync_token)
+
+    return sync
+
+
 async def test_a_re_walk_of_archived_messages_with_errors_every_other_turn_completes(
     bed: Bed,
 ) -> None:
@@ -424,20 +443,7 @@ async def test_a_re_walk_of_archived_messages_with_errors_every_other_turn_compl
     assert (await bed.run_pass(fast=True)).incomplete() == {}
     bed.state.set_meta(f"walk:{SESSION}", Walk().to_json())
     bed.state.save_sync_tokens(SESSION, oldest_token=None, backfill_done=False)
-    real = bed.zoom.sync
-    bsyncs = 0
-
-    async def flaky(session_id: str, sync_type: str, count: int, sync_token: Any = None) -> Any:
-        nonlocal bsyncs
-        if sync_type == "BSync":
-            bsyncs += 1
-            if bsyncs % 9 == 5:  # once per turn's worth of pages
-                raise ZoomResponseError(
-                    "502 from a gateway", endpoint="sync", session_id=session_id
-                )
-        return await real(session_id, sync_type, count, sync_token)
-
-    bed.zoom.sync = flaky  # type: ignore[method-assign]
+    bed.zoom.sync = failing_bsyncs(bed, lambda n: n % 9 == 5)  # type: ignore[method-assign]
     again = await bed.run_pass(fast=True)
     assert again.incomplete() == {}
     assert bed.session_sync().walk_of(SESSION).phase is Phase.CONFIRMED
@@ -451,18 +457,7 @@ async def test_a_long_gap_with_an_error_now_and_then_completes(bed: Bed) -> None
     bed.zoom.add(5)
     assert (await bed.run_pass(fast=True)).incomplete() == {}
     bed.zoom.add(bed.count * GAP_PAGES_PER_STEP * 12)  # a gap of 12 steps
-    real = bed.zoom.sync
-    bsyncs = 0
-
-    async def flaky(session_id: str, sync_type: str, count: int, sync_token: Any = None) -> Any:
-        nonlocal bsyncs
-        if sync_type == "BSync":
-            bsyncs += 1
-            if bsyncs % 60 == 0:
-                raise ZoomResponseError("502 from a gateway", session_id=session_id)
-        return await real(session_id, sync_type, count, sync_token)
-
-    bed.zoom.sync = flaky  # type: ignore[method-assign]
+    bed.zoom.sync = failing_bsyncs(bed, lambda n: n % 60 == 0)  # type: ignore[method-assign]
     with capture_logs() as logs:
         again = await bed.run_pass(fast=True)
     assert len([e for e in logs if e["event"] == "session_failed"]) > FAILURE_LIMIT_ONCE
