@@ -83,11 +83,11 @@ class Session:
     ) -> bool:
         """Whether a message of `kind` (Zoom's filter_type) falls in [lo_ms, hi_ms], of
         those stamped at or before `until_ms` (the visible ones)."""
-        if until_ms is not None:
-            hi_ms = min(hi_ms, until_ms) if kind != "last_message_time" else hi_ms
         if kind == "last_message_time":
             visible = self.visible_times(until_ms)
             return bool(visible) and lo_ms <= visible[-1] <= hi_ms
+        if until_ms is not None:
+            hi_ms = min(hi_ms, until_ms)
         lists = {
             "sent_message_time": (self.out_times,),
             "received_message_time": (self.in_times,),

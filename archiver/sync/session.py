@@ -24,9 +24,9 @@ Rules that keep the archive complete (DESIGN.md, invariants 4 and 8):
 - A refused cursor (code 300) restarts a walk from the newest end; `REFUSAL_LIMIT` restarts
   in a row without the walk getting further (`walk.advanced`) make the step fail (tokens
   that expire before the next call can come would otherwise re-walk for ever). The walk is
-  saved with its count cleared, so the next attempt has the same allowance; a step that
-  archived nothing and did not get further is reported (`StepResult.advanced`) so that the
-  supervisor does not count it a success that wipes those failures.
+  saved with its count cleared, so the next attempt has the same allowance; whether a step
+  got further is reported (`StepResult.advanced`) so that the supervisor does not count a
+  step that left its walk open without getting further a success that wipes those failures.
 """
 
 from __future__ import annotations
@@ -97,7 +97,8 @@ class StepResult:
     caught_up: bool = False
     gap_open: bool = False  # the gap walk's page budget ran out: another step resumes it
     # A walk (backfill or gap) got further than it had been (`walk.advanced`): a step that
-    # archived nothing and did not is no progress, and does not wipe earlier failures.
+    # left its walk open and did not is no progress, whatever news it archived, and does not
+    # wipe earlier failures.
     advanced: bool = False
 
 
@@ -185,7 +186,6 @@ class SessionSync:
                         raise  # an FSync refused "resync with FSync": Zoom contradicts itself
                     walk = self._restart_walk(session_id, walk, exc)
                     continue
-                new_before = result.new + result.changed
                 facts = await self._archive(session_id, page, result)
                 previous = walk
                 walk = after_page(walk, facts, asked)
@@ -194,7 +194,7 @@ class SessionSync:
                 if walk.phase is Phase.NO_TOKEN:
                     self._no_token_failure(session_id, walk)
                 self._check_room(session_id, walk, asked)
-                if is_rewalk(previous, facts, result.new + result.changed - new_before):
+                if is_rewalk(previous, facts, facts.new + facts.changed):
                     rewalk += 1
                     if rewalk >= REWALK_PAGES_PER_TURN:
                         break
@@ -270,9 +270,8 @@ class SessionSync:
                 get_logger(session_id=session_id).info("sync_resync", code=exc.code)
                 await self._recover(session_id, result)
                 return True
-            before = result.new + result.changed
-            await self._archive(session_id, page, result)
-            added = result.new + result.changed - before
+            facts = await self._archive(session_id, page, result)
+            added = facts.new + facts.changed
             if added and self._state.get_meta(f"quiet:{session_id}"):
                 self._state.set_meta(f"quiet:{session_id}", "")  # news: no quiet answer in a row
             if page.sync_token:
@@ -341,9 +340,7 @@ class SessionSync:
                 gap = self._restart_gap(session_id, gap, walk, exc)
                 continue
             boundary = (int(gap["seq"]), gap.get("hwm"))
-            added_before = result.new + result.changed
             facts = await self._archive(session_id, page, result, boundary=boundary)
-            added = result.new + result.changed - added_before
             if walk.cursor is None:
                 # The FSync page: its token is the session's new newest end once the gap closes.
                 if not page.sync_token and page.messages:
@@ -357,7 +354,10 @@ class SessionSync:
             previous = walk
             walk = after_page(walk, facts, asked)
             result.advanced |= advanced(previous, facts)
-            if is_rewalk(previous, facts, added) and rewalk < REWALK_PAGES_PER_TURN:
+            if (
+                is_rewalk(previous, facts, facts.new + facts.changed)
+                and rewalk < REWALK_PAGES_PER_TURN
+            ):
                 rewalk += 1
                 budget += 1
             if walk.ended:
@@ -409,7 +409,7 @@ class SessionSync:
             older = [mid for mid, t in times.items() if t < hwm.replace(microsecond=0)]
             seqs = self._state.message_seqs(session_id, older) if older else {}
             met = any(seq <= boundary[0] for seq in seqs.values())
-        added = 0
+        new = changed = 0
         if page.messages:
             try:
                 outcome = await self._writer.append_messages(session_id, page.messages, "sync")
@@ -420,14 +420,15 @@ class SessionSync:
                 raise ZoomResponseError(
                     f"page refused by the archive: {exc}", endpoint=ENDPOINT, session_id=session_id
                 ) from exc
-            added = outcome.new
-            result.new += outcome.new
-            result.changed += outcome.changed
-            if outcome.new or outcome.changed:
+            new, changed = outcome.new, outcome.changed
+            result.new += new
+            result.changed += changed
+            if new or changed:
                 await self._on_archived(session_id, page.messages)
         oldest = min(times.values()) if times else None
         return PageFacts(
-            new=added,
+            new=new,
+            changed=changed,
             size=len(page.messages),
             token=page.sync_token or None,
             oldest=oldest,

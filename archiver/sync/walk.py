@@ -86,7 +86,7 @@ class Walk:
     # The cursor after a short edge-only page (its token, else the cursor kept): one more
     # such answer to the request from it confirms the start.
     repeat: str | None = None
-    refused: int = 0  # cursors refused since the frontier last moved older (restarts)
+    refused: int = 0  # cursors refused since the walk last `advanced` (restarts)
     widen: int = 0  # full pages in a row of only the cursor's edge (see `page_count`)
     # False from a restart until a page brought nothing new: the re-walk has reached what
     # the walk held, so news on a BSync page is depth again, not traffic that arrived since.
@@ -132,13 +132,13 @@ class PageFacts:
     ids: tuple[str, ...] = ()  # message ids on the page
     edge: tuple[str, ...] = ()  # the ids of its messages of the oldest second
     new: int = 0  # messages of it never archived before
+    changed: int = 0  # messages of it archived before with other content
 
 
 def after_page(walk: Walk, page: PageFacts, count: int) -> Walk:
     """The walk after `page` (already archived) came back for a request from `walk.cursor`."""
     frontier = _older(walk.frontier, page.oldest)
-    # Past the oldest message reached before (or news in its second: a run of one second
-    # longer than a page): a restart (a refused cursor) is behind us.
+    # Further than the walk had been (`advanced`): the restarts before are behind us.
     refused = 0 if advanced(walk, page) else walk.refused
     rejoined = walk.rejoined or (page.size > 0 and page.new == 0)
     if page.size == 0:
